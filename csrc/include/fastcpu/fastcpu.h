@@ -1,0 +1,121 @@
+/* fastcpu public C API.
+ *
+ * Kernels over GGUF weight blocks, chosen at run time for the CPU they run on.
+ * Weight matrices are row-major: `rows` rows of `cols` weights, each row stored
+ * as consecutive GGUF blocks (fc_row_bytes(qtype, cols) bytes per row).
+ * Activations are float32, row-major: n rows of `cols` values.
+ * Outputs are float32, row-major: n rows of `rows` values.
+ *
+ * The C layer trusts its arguments (see fc_gemm_check for a validating helper);
+ * the Python binding validates everything before it calls in.
+ */
+#ifndef FASTCPU_H
+#define FASTCPU_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+#if defined(_WIN32)
+#define FC_API __declspec(dllexport)
+#else
+#define FC_API __attribute__((visibility("default")))
+#endif
+
+/* Weight formats: the numeric values are GGUF's ggml_type ids. */
+typedef enum {
+    FC_F32 = 0,
+    FC_F16 = 1,
+    FC_Q4_0 = 2,
+    FC_Q4_1 = 3,
+    FC_Q5_0 = 6,
+    FC_Q5_1 = 7,
+    FC_Q8_0 = 8,
+    FC_Q4_K = 12,
+    FC_Q5_K = 13,
+    FC_Q6_K = 14,
+    FC_BF16 = 30,
+} fc_qtype;
+
+#define FC_QTYPE_MAX 31 /* one past the largest ggml_type id we index by */
+
+/* ISA levels, from the one fixed list. FC_ISA_AMX_SIM is never chosen
+ * automatically: it runs the AMX kernels on a software model of the tiles. */
+typedef enum {
+    FC_ISA_SCALAR = 0,
+    FC_ISA_AVX2 = 1,
+    FC_ISA_AVX512 = 2,
+    FC_ISA_AVX512_VNNI = 3,
+    FC_ISA_AVX512_BF16 = 4,
+    FC_ISA_AMX = 5,
+    FC_ISA_AMX_SIM = 6,
+    FC_ISA_COUNT = 7
+} fc_isa;
+
+/* ---- CPU features and dispatch ---- */
+typedef struct {
+    int sse42, avx, avx2, fma, f16c;
+    int avx512f, avx512bw, avx512vl, avx512dq, avx512_vnni, avx512_bf16, avx_vnni;
+    int amx_tile, amx_int8, amx_bf16;
+    int os_avx;        /* xgetbv: OS saves ymm state */
+    int os_avx512;     /* xgetbv: OS saves opmask/zmm state */
+    int os_amx;        /* xgetbv: OS enables tile config/data (XCR0 bits 17,18) */
+    int amx_permitted; /* arch_prctl(ARCH_REQ_XCOMP_PERM) granted tile data */
+    int physical_cores;
+    int logical_cpus;
+} fc_cpu_features;
+
+FC_API const fc_cpu_features *fc_cpu(void);
+FC_API const char *fc_isa_name(fc_isa isa);
+/* -1 when the name is unknown. */
+FC_API int fc_isa_from_name(const char *name);
+/* 1 when the CPU can run `isa` and it was compiled in. When it cannot and
+ * `why` is given, a static string naming what is missing is stored there. */
+FC_API int fc_isa_supported(fc_isa isa, const char **why);
+/* Best supported level, never FC_ISA_AMX_SIM. */
+FC_API fc_isa fc_isa_best(void);
+/* Level in use. Set at first use from FASTCPU_ISA, else the best level. */
+FC_API fc_isa fc_isa_current(void);
+/* 0 on success, -1 if the level is not supported here. */
+FC_API int fc_isa_set(fc_isa isa);
+
+/* ---- formats ---- */
+/* Weights per block (1 for float formats), bytes per block; 0 if unknown. */
+FC_API int64_t fc_block_size(int qtype);
+FC_API int64_t fc_type_size(int qtype);
+/* Bytes in one row of `cols` weights; 0 if cols is not a whole number of blocks. */
+FC_API size_t fc_row_bytes(int qtype, int64_t cols);
+FC_API const char *fc_qtype_name(int qtype);
+/* 1 when a GEMM kernel exists for the format. */
+FC_API int fc_qtype_supported(int qtype);
+
+/* ---- matrix kernels ---- */
+/* Y[n][rows] = X[n][cols] . W[rows][cols]^T.
+ * threads <= 0 means the default (physical cores).
+ * work may be NULL (allocated internally) or point at fc_gemm_work_bytes() bytes
+ * aligned to 64. Returns 0, or -1 on allocation failure. */
+FC_API size_t fc_gemm_work_bytes(int qtype, int64_t cols, int64_t n);
+FC_API int fc_gemm(int qtype, const void *w, int64_t rows, int64_t cols,
+                   const float *x, int64_t n, float *y, int threads, void *work);
+/* Checks fc_gemm's arguments; returns NULL if fine, else a message. */
+FC_API const char *fc_gemm_check(int qtype, int64_t rows, int64_t cols, int64_t n, int threads);
+#define fc_gemv(qtype, w, rows, cols, x, y, threads) \
+    fc_gemm((qtype), (w), (rows), (cols), (x), 1, (y), (threads), NULL)
+
+/* Dequantize `n` weights (a whole number of blocks) to float32. */
+FC_API void fc_dequantize(int qtype, const void *src, float *dst, int64_t n);
+
+/* Streaming-read bandwidth of this machine in bytes/s over `bytes` bytes
+ * (first-touched by the reading threads), median of `passes` passes (at most 63). */
+FC_API double fc_membw(size_t bytes, int threads, int passes);
+
+/* Default thread count (physical cores). */
+FC_API int fc_default_threads(void);
+
+#ifdef __cplusplus
+}
+#endif
+#endif

@@ -1,0 +1,4 @@
+/* Placeholder: no kernels at this level yet; the level inherits the one below. */
+#include "fc_internal.h"
+
+FC_REG(float_avx2) { (void)t; }

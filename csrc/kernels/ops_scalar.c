@@ -1,0 +1,83 @@
+/* Per-token transformer ops, scalar reference. The SIMD versions (ops_<isa>.c) are tested
+ * against these. */
+#include <math.h>
+
+#include "fc_internal.h"
+
+static void rmsnorm_ref(float *out, const float *x, const float *w, int64_t n, float eps) {
+    double ss = 0.0;
+    for (int64_t i = 0; i < n; i++) ss += (double)x[i] * x[i];
+    const float scale = (float)(1.0 / sqrt(ss / (double)n + (double)eps));
+    for (int64_t i = 0; i < n; i++) out[i] = x[i] * scale * w[i];
+}
+
+static void rope_ref(float *x, int64_t n_heads, int64_t head_dim, int64_t pos, const float *inv_freq, int neox) {
+    const int64_t half = head_dim / 2;
+    for (int64_t i = 0; i < half; i++) {
+        const float theta = (float)pos * inv_freq[i];
+        const float c = cosf(theta), s = sinf(theta);
+        for (int64_t h = 0; h < n_heads; h++) {
+            float *v = x + h * head_dim;
+            const int64_t i0 = neox ? i : 2 * i, i1 = neox ? i + half : 2 * i + 1;
+            const float a = v[i0], b = v[i1];
+            v[i0] = a * c - b * s;
+            v[i1] = a * s + b * c;
+        }
+    }
+}
+
+static void softmax_ref(float *x, int64_t n) {
+    float m = -INFINITY;
+    for (int64_t i = 0; i < n; i++) m = x[i] > m ? x[i] : m;
+    double sum = 0.0;
+    for (int64_t i = 0; i < n; i++) {
+        x[i] = expf(x[i] - m);
+        sum += x[i];
+    }
+    const float inv = (float)(1.0 / sum);
+    for (int64_t i = 0; i < n; i++) x[i] *= inv;
+}
+
+static void silu_mul_ref(float *out, const float *gate, const float *up, int64_t n) {
+    for (int64_t i = 0; i < n; i++) {
+        const float g = gate[i];
+        out[i] = g / (1.0f + expf(-g)) * up[i];
+    }
+}
+
+static void add_ref(float *out, const float *a, const float *b, int64_t n) {
+    for (int64_t i = 0; i < n; i++) out[i] = a[i] + b[i];
+}
+
+static void attn_head_ref(float *out, const float *q, const float *k, const float *v, int64_t n_pos,
+                          int64_t head_dim, int64_t kv_stride, float scale, float *scores) {
+    for (int64_t p = 0; p < n_pos; p++) {
+        const float *kp = k + p * kv_stride;
+        float s = 0.0f;
+        for (int64_t i = 0; i < head_dim; i++) s += q[i] * kp[i];
+        scores[p] = s * scale;
+    }
+    softmax_ref(scores, n_pos);
+    for (int64_t i = 0; i < head_dim; i++) out[i] = 0.0f;
+    for (int64_t p = 0; p < n_pos; p++) {
+        const float *vp = v + p * kv_stride;
+        const float s = scores[p];
+        for (int64_t i = 0; i < head_dim; i++) out[i] += s * vp[i];
+    }
+}
+
+static double sum_read_ref(const float *x, int64_t n) {
+    float s = 0.0f;
+    for (int64_t i = 0; i < n; i++) s += x[i];
+    return s;
+}
+
+FC_REG(ops_scalar) {
+    t->ops.rmsnorm = rmsnorm_ref;
+    t->ops.rope = rope_ref;
+    t->ops.softmax = softmax_ref;
+    t->ops.silu_mul = silu_mul_ref;
+    t->ops.add = add_ref;
+    t->ops.attn_head = attn_head_ref;
+    t->ops.sum_read = sum_read_ref;
+}
