@@ -106,6 +106,16 @@ def qtype_id(qtype) -> int:
     raise TypeError(f"qtype must be a format name or a GGUF type id, got {type(qtype).__name__}")
 
 
+def qtype_supported(qtype) -> bool:
+    """True when the level in use has a GEMM kernel for the format."""
+    return _core.qtype_supported(qtype_id(qtype))
+
+
+def kernel_isa_for(qtype) -> str:
+    """The level whose kernel serves `qtype` under the level in use (levels inherit from below)."""
+    return _core.kernel_isa(qtype_id(qtype))
+
+
 def block_size(qtype) -> int:
     return _core.block_size(qtype_id(qtype))
 
