@@ -138,10 +138,12 @@ const char *fc_gemm_check(int qtype, int64_t rows, int64_t cols, int64_t n, int 
     return NULL;
 }
 
+static size_t act_stride(const fc_qkernel *k, int64_t cols) {
+    return (k->act_row_bytes(cols) + FC_ALIGN - 1) & ~(size_t)(FC_ALIGN - 1);
+}
+
 size_t fc_gemm_work_bytes(int qtype, int64_t cols, int64_t n) {
-    const fc_qkernel *k = &fc_tab()->q[qtype];
-    size_t row = (k->act_row_bytes(cols) + FC_ALIGN - 1) & ~(size_t)(FC_ALIGN - 1);
-    return row * (size_t)n;
+    return act_stride(&fc_tab()->q[qtype], cols) * (size_t)n;
 }
 
 typedef struct {
@@ -166,13 +168,12 @@ static void gemm_task(void *ctx, int ith, int nth) {
     if (r0 < r1) j->kern->gemm(&j->a, r0, r1);
 }
 
-int fc_gemm(int qtype, const void *w, int64_t rows, int64_t cols, const float *x, int64_t n,
-            float *y, int threads, void *work) {
-    const fc_qkernel *kern = &fc_tab()->q[qtype];
+static int run_gemm(const fc_qkernel *kern, const void *w, size_t w_row_bytes, int64_t rows, int64_t cols,
+                    const float *x, int64_t n, float *y, int threads, void *work) {
     int nth = fc_resolve_threads(threads);
     void *own = NULL;
     if (!work) {
-        if (posix_memalign(&own, FC_ALIGN, fc_gemm_work_bytes(qtype, cols, n) + FC_ALIGN)) return -1;
+        if (posix_memalign(&own, FC_ALIGN, act_stride(kern, cols) * (size_t)n + FC_ALIGN)) return -1;
         work = own;
     }
     gemm_job j;
@@ -180,21 +181,22 @@ int fc_gemm(int qtype, const void *w, int64_t rows, int64_t cols, const float *x
     j.x = x;
     j.rows = rows;
     j.a.w = w;
-    j.a.w_row_bytes = fc_row_bytes(qtype, cols);
+    j.a.w_row_bytes = w_row_bytes;
     j.a.k = cols;
     j.a.xq = work;
-    j.a.xq_row_bytes = (kern->act_row_bytes(cols) + FC_ALIGN - 1) & ~(size_t)(FC_ALIGN - 1);
+    j.a.xq_row_bytes = act_stride(kern, cols);
     j.a.n = n;
     j.a.y = y;
     j.a.ldy = rows;
 
-    /* Too few rows to share: one thread streams them all. Rows go out in contiguous chunks (a
-     * multiple of 16, the AMX tile height) so that each thread streams its own run of bytes. */
-    int64_t min_rows_per_thread = 16;
-    if (rows < (int64_t)nth * min_rows_per_thread) nth = (int)((rows + min_rows_per_thread - 1) / min_rows_per_thread);
+    /* Rows go out in contiguous chunks (a multiple of the kernel's row alignment, 16 by default:
+     * the AMX tile height) so that each thread streams its own run of bytes; too few rows to
+     * share and one thread streams them all. */
+    const int64_t align = kern->row_align > 0 ? kern->row_align : 16;
+    if (rows < (int64_t)nth * align) nth = (int)((rows + align - 1) / align);
     if (nth < 1) nth = 1;
     int64_t chunk = (rows + nth - 1) / nth;
-    chunk = (chunk + 15) & ~(int64_t)15;
+    chunk = (chunk + align - 1) / align * align;
     j.chunk = chunk;
     nth = (int)((rows + chunk - 1) / chunk);
 
@@ -204,6 +206,46 @@ int fc_gemm(int qtype, const void *w, int64_t rows, int64_t cols, const float *x
     else gemm_task(&j, 0, 1);
     free(own);
     return 0;
+}
+
+int fc_gemm(int qtype, const void *w, int64_t rows, int64_t cols, const float *x, int64_t n,
+            float *y, int threads, void *work) {
+    return run_gemm(&fc_tab()->q[qtype], w, fc_row_bytes(qtype, cols), rows, cols, x, n, y, threads, work);
+}
+
+int fc_weight_prepare(fc_weight *w, int qtype, const void *data, int64_t rows, int64_t cols) {
+    const fc_table *t = fc_tab();
+    const fc_qkernel *k = t->qp[qtype].gemm ? &t->qp[qtype] : &t->q[qtype];
+    memset(w, 0, sizeof *w);
+    w->qtype = qtype;
+    w->isa = (int)fc_isa_current();
+    w->rows = rows;
+    w->cols = cols;
+    w->row_bytes = fc_row_bytes(qtype, cols);
+    w->kernel = k;
+    w->layout = k->layout;
+    w->data = data;
+    if (k->layout != 0) {
+        size_t nb = k->packed_bytes(rows, cols);
+        if (posix_memalign(&w->owned, FC_ALIGN, nb)) return -1;
+        k->pack(data, w->row_bytes, rows, cols, w->owned);
+        w->owned_bytes = nb;
+        w->data = w->owned;
+    }
+    return 0;
+}
+
+void fc_weight_release(fc_weight *w) {
+    free(w->owned);
+    memset(w, 0, sizeof *w);
+}
+
+size_t fc_gemm_w_work_bytes(const fc_weight *w, int64_t n) {
+    return act_stride(w->kernel, w->cols) * (size_t)n;
+}
+
+int fc_gemm_w(const fc_weight *w, const float *x, int64_t n, float *y, int threads, void *work) {
+    return run_gemm(w->kernel, w->data, w->row_bytes, w->rows, w->cols, x, n, y, threads, work);
 }
 
 void fc_dequantize(int qtype, const void *src, float *dst, int64_t n) {

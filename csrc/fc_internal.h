@@ -47,6 +47,14 @@ typedef struct {
     void (*dequantize)(const void *FC_RESTRICT src, float *FC_RESTRICT dst, int64_t n);
     /* Level that filled this entry (for info/tests). */
     fc_isa isa;
+    /* Layout tag of the weights gemm() reads: 0 = GGUF blocks as stored (w_row_bytes per row).
+     * Any other tag is a kernel-private layout made once at load by pack() (fc_weight_prepare);
+     * such entries live in fc_table.qp and gemm() must not assume anything about w_row_bytes. */
+    int layout;
+    size_t (*packed_bytes)(int64_t rows, int64_t k);
+    void (*pack)(const uint8_t *src, size_t src_row_bytes, int64_t rows, int64_t k, uint8_t *dst);
+    /* Rows handed to one thread are a multiple of this (0 means 16). */
+    int64_t row_align;
 } fc_qkernel;
 
 /* Per-token transformer ops. Every entry has a scalar twin in ops_scalar.c. */
@@ -73,7 +81,8 @@ typedef struct {
 } fc_ops;
 
 typedef struct {
-    fc_qkernel q[FC_QTYPE_MAX];
+    fc_qkernel q[FC_QTYPE_MAX];  /* kernels over GGUF blocks as stored */
+    fc_qkernel qp[FC_QTYPE_MAX]; /* preferred kernels over a repacked layout (gemm NULL: none) */
     fc_ops ops;
 } fc_table;
 

@@ -28,6 +28,18 @@ cdef extern from "fastcpu/fastcpu.h" nogil:
     const char *fc_gemm_check(int qtype, int64_t rows, int64_t cols, int64_t n, int threads)
     void fc_dequantize(int qtype, const void *src, float *dst, int64_t n)
     double fc_membw(size_t nbytes, int threads, int passes)
+    ctypedef struct fc_weight:
+        int qtype
+        int layout
+        int isa
+        int64_t rows, cols
+        const void *data
+        size_t row_bytes
+        size_t owned_bytes
+    int fc_weight_prepare(fc_weight *w, int qtype, const void *data, int64_t rows, int64_t cols)
+    void fc_weight_release(fc_weight *w)
+    int fc_gemm_w(const fc_weight *w, const float *x, int64_t n, float *y, int threads, void *work)
+    size_t fc_gemm_w_work_bytes(const fc_weight *w, int64_t n)
     int fc_default_threads()
 
 cdef extern from "fc_internal.h" nogil:
@@ -44,9 +56,12 @@ cdef extern from "fc_internal.h" nogil:
         size_t (*act_row_bytes)(int64_t k)
         void (*quantize)(const float *x, void *xq, int64_t k)
         void (*dequantize)(const void *src, float *dst, int64_t n)
+        void (*gemm)(const void *a, int64_t r0, int64_t r1)
         fc_isa isa
+        int layout
     ctypedef struct fc_table:
         fc_qkernel q[31]
+        fc_qkernel qp[31]
         fc_ops ops
     const fc_table *fc_tab()
     const fc_table *fc_tab_for(fc_isa isa)

@@ -118,3 +118,101 @@ def membw(size_t nbytes, int threads, int passes):
     if r < 0:
         raise MemoryError("could not allocate the bandwidth buffer")
     return r
+
+
+cdef class PreparedWeight:
+    """A weight matrix prepared (possibly repacked behind a layout tag) for the level in use when
+    it was made. Keeps the source array alive while the kernel may read it."""
+    cdef fc_weight w
+    cdef object src
+    cdef bint ready
+
+    def __cinit__(self, int qtype, const uint8_t[:, ::1] data, int64_t rows, int64_t cols):
+        self.ready = False
+        cdef const char *err = fc_gemm_check(qtype, rows, cols, 1, 1)
+        if err != NULL:
+            raise ValueError(err.decode())
+        if data.shape[0] != rows or <size_t>data.shape[1] != fc_row_bytes(qtype, cols):
+            raise ValueError("weight array shape disagrees with rows/cols/qtype")
+        self.src = data
+        if fc_weight_prepare(&self.w, qtype, &data[0, 0], rows, cols) != 0:
+            raise MemoryError("could not allocate the repacked weights")
+        self.ready = True
+
+    def __dealloc__(self):
+        if self.ready:
+            fc_weight_release(&self.w)
+
+    @property
+    def layout(self):
+        return self.w.layout
+
+    @property
+    def isa(self):
+        return fc_isa_name(self.w.isa).decode()
+
+    @property
+    def owned_bytes(self):
+        return self.w.owned_bytes
+
+    @property
+    def shape(self):
+        return (self.w.rows, self.w.cols)
+
+    def gemm(self, const float[:, ::1] x, float[:, ::1] y, int threads):
+        if x.shape[1] != self.w.cols or y.shape[0] != x.shape[0] or y.shape[1] != self.w.rows:
+            raise ValueError("activation/output shape mismatch")
+        if x.shape[0] < 1:
+            raise ValueError("no activation rows")
+        cdef int rc
+        cdef int64_t n = x.shape[0]
+        with nogil:
+            rc = fc_gemm_w(&self.w, &x[0, 0], n, &y[0, 0], threads, NULL)
+        if rc != 0:
+            raise MemoryError("fc_gemm_w could not allocate its work buffer")
+
+
+# ---- ops of one level, for tests and benchmarks (the model calls them from C) ----
+cdef const fc_table *_table(int isa) except NULL:
+    cdef const fc_table *t = fc_tab_for(isa)
+    if t == NULL:
+        raise ValueError("ISA level not usable here")
+    return t
+
+
+def op_rmsnorm(int isa, float[::1] out, const float[::1] x, const float[::1] w, float eps):
+    assert out.shape[0] == x.shape[0] == w.shape[0]
+    _table(isa).ops.rmsnorm(&out[0], &x[0], &w[0], x.shape[0], eps)
+
+
+def op_rope(int isa, float[:, ::1] x, int64_t pos, const float[::1] inv_freq, bint neox):
+    assert inv_freq.shape[0] * 2 == x.shape[1]
+    _table(isa).ops.rope(&x[0, 0], x.shape[0], x.shape[1], pos, &inv_freq[0], neox)
+
+
+def op_softmax(int isa, float[::1] x):
+    _table(isa).ops.softmax(&x[0], x.shape[0])
+
+
+def op_silu_mul(int isa, float[::1] out, const float[::1] gate, const float[::1] up):
+    assert out.shape[0] == gate.shape[0] == up.shape[0]
+    _table(isa).ops.silu_mul(&out[0], &gate[0], &up[0], out.shape[0])
+
+
+def op_add(int isa, float[::1] out, const float[::1] a, const float[::1] b):
+    assert out.shape[0] == a.shape[0] == b.shape[0]
+    _table(isa).ops.add(&out[0], &a[0], &b[0], out.shape[0])
+
+
+def op_attn_head(int isa, float[::1] out, const float[::1] q, const float[:, ::1] k,
+                 const float[:, ::1] v, float scale, float[::1] scores):
+    """k, v: (n_pos, kv_stride) with the head's values in the first head_dim columns."""
+    cdef int64_t hd = q.shape[0]
+    assert out.shape[0] == hd and k.shape[1] >= hd and k.shape[0] == v.shape[0]
+    assert k.shape[1] == v.shape[1] and scores.shape[0] >= k.shape[0]
+    _table(isa).ops.attn_head(&out[0], &q[0], &k[0, 0], &v[0, 0], k.shape[0], hd, k.shape[1],
+                              scale, &scores[0])
+
+
+def op_sum_read(int isa, const float[::1] x):
+    return _table(isa).ops.sum_read(&x[0], x.shape[0])

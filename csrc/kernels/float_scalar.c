@@ -39,7 +39,10 @@ static void dequant_bf16(const void *FC_RESTRICT src, float *FC_RESTRICT dst, in
 }
 
 FC_REG(float_scalar) {
-    t->q[FC_F32] = (fc_qkernel){act_row_bytes_f32, quantize_copy, gemm_f32_ref, dequant_f32, FC_ISA_SCALAR};
-    t->q[FC_F16] = (fc_qkernel){act_row_bytes_f32, quantize_copy, gemm_f16_ref, dequant_f16, FC_ISA_SCALAR};
-    t->q[FC_BF16] = (fc_qkernel){act_row_bytes_f32, quantize_copy, gemm_bf16_ref, dequant_bf16, FC_ISA_SCALAR};
+    t->q[FC_F32] = (fc_qkernel){.act_row_bytes = act_row_bytes_f32, .quantize = quantize_copy,
+                                .gemm = gemm_f32_ref, .dequantize = dequant_f32, .isa = FC_ISA_SCALAR};
+    t->q[FC_F16] = (fc_qkernel){.act_row_bytes = act_row_bytes_f32, .quantize = quantize_copy,
+                                .gemm = gemm_f16_ref, .dequantize = dequant_f16, .isa = FC_ISA_SCALAR};
+    t->q[FC_BF16] = (fc_qkernel){.act_row_bytes = act_row_bytes_f32, .quantize = quantize_copy,
+                                 .gemm = gemm_bf16_ref, .dequantize = dequant_bf16, .isa = FC_ISA_SCALAR};
 }

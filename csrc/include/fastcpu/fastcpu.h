@@ -105,6 +105,29 @@ FC_API const char *fc_gemm_check(int qtype, int64_t rows, int64_t cols, int64_t 
 #define fc_gemv(qtype, w, rows, cols, x, y, threads) \
     fc_gemm((qtype), (w), (rows), (cols), (x), 1, (y), (threads), NULL)
 
+/* A weight matrix ready for the kernels of one ISA level. fc_weight_prepare repacks the GGUF
+ * blocks into the layout the level's preferred kernel streams fastest (the layout tag), or keeps
+ * a pointer to them when the stored layout is best. Prepare once at load; never in the hot loop.
+ * The prepared weight stays tied to the level it was prepared for. */
+typedef struct {
+    int qtype;
+    int layout;          /* 0: GGUF blocks as stored at `data`; else a kernel-private layout */
+    int isa;             /* level whose kernel reads it */
+    int64_t rows, cols;
+    const void *data;    /* what the kernel reads */
+    size_t row_bytes;    /* bytes per stored GGUF row */
+    size_t owned_bytes;  /* bytes of the repacked copy (0 when none): the memory cost of the layout */
+    const void *kernel;  /* internal */
+    void *owned;         /* internal */
+} fc_weight;
+
+/* Returns 0, or -1 on allocation failure. `data` must outlive `w` when no copy is made. */
+FC_API int fc_weight_prepare(fc_weight *w, int qtype, const void *data, int64_t rows, int64_t cols);
+FC_API void fc_weight_release(fc_weight *w);
+/* Y[n][rows] = X[n][cols] . W^T, as fc_gemm. */
+FC_API int fc_gemm_w(const fc_weight *w, const float *x, int64_t n, float *y, int threads, void *work);
+FC_API size_t fc_gemm_w_work_bytes(const fc_weight *w, int64_t n);
+
 /* Dequantize `n` weights (a whole number of blocks) to float32. */
 FC_API void fc_dequantize(int qtype, const void *src, float *dst, int64_t n);
 
