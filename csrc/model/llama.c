@@ -1,0 +1,415 @@
+/* Llama-family forward pass (llama, mistral layout, qwen2 biases), llama2.c style: one struct, every
+ * buffer allocated once at create with its shape noted, one call per step.
+ *
+ * One step runs its tokens in blocks of at most max_batch rows, so every matmul is a batched GEMM
+ * X (nb, dim) . W^T: prefill reads each weight once per block, decode is the nb = 1 case. Per layer:
+ *   xb = rmsnorm(x)                   (fused into the residual add that precedes it)
+ *   q|k|v = xb . Wqkv^T               (one GEMM when the three formats agree)
+ *   rope(q, k); k, v -> cache
+ *   att = causal attention per (token, head) over the cache    (threads over (token, head))
+ *   x += att . Wo^T ; xb = rmsnorm(x)  (one pass)
+ *   gate|up = xb . Wgu^T ; h = silu(gate) * up
+ *   x += h . Wdown^T ; xb = rmsnorm(x) with the next layer's (or the final) norm
+ * Row-wise steps of a block run across the pool when the block has more than one row; a decoded
+ * token runs them on the calling thread, which saves a pool round trip per step.
+ */
+#define _GNU_SOURCE
+#include "model/llama.h"
+
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/mman.h>
+
+#include "fc_internal.h"
+
+typedef struct {
+    const float *attn_norm, *ffn_norm; /* [dim] */
+    const float *bq, *bk, *bv;         /* [q_dim], [kv_dim], [kv_dim] or NULL */
+    int fused_qkv, fused_gu;
+    fc_weight wqkv;                    /* fused: [q_dim + 2*kv_dim][dim], else wq: [q_dim][dim] */
+    fc_weight wk, wv;                  /* unfused only: [kv_dim][dim] */
+    fc_weight wo;                      /* [dim][q_dim] */
+    fc_weight wgu;                     /* fused: [2*hidden][dim], else w_gate: [hidden][dim] */
+    fc_weight wup;                     /* unfused only: [hidden][dim] */
+    fc_weight wdown;                   /* [dim][hidden] */
+    void *cat_qkv, *cat_gu;            /* concatenated GGUF rows backing the fused weights */
+} layer_t;
+
+struct fc_llama {
+    fc_llama_config c;
+    int q_dim, kv_dim;
+    int nth;                    /* resolved thread count */
+    fc_llama_tensor embd;       /* [n_vocab][dim] GGUF rows */
+    size_t embd_row_bytes;
+    const float *out_norm;      /* [dim] */
+    fc_weight out;              /* [n_vocab][dim] (token_embd when tied) */
+    layer_t *L;                 /* [n_layers] */
+    float *inv_freq;            /* [head_dim/2] */
+
+    /* KV cache: [n_layers][n_ctx][kv_dim]; head g of position p at (l*n_ctx + p)*kv_dim + g*head_dim */
+    float *k_cache, *v_cache;
+
+    /* activations, B = max_batch rows */
+    float *x;       /* (B, dim) residual stream */
+    float *xb;      /* (B, dim) normed input of the next matmul */
+    float *y;       /* (B, dim) matmul output added into x */
+    float *qkv;     /* (B, q_dim + 2*kv_dim) fused, else q (B, q_dim) | k (B, kv_dim) | v (B, kv_dim) */
+    float *att;     /* (B, q_dim) attention output */
+    float *gu;      /* (B, 2*hidden): fused gate|up rows, else gate (B, hidden) | up (B, hidden) */
+    float *h;       /* (B, hidden) silu(gate) * up */
+    float *scores;  /* (nth, n_ctx) attention scratch per thread */
+    void *work;     /* GEMM activation scratch: max fc_gemm_w_work_bytes over the weights at B rows */
+    size_t alloc_bytes;
+};
+
+static void *alloc64(fc_llama *m, size_t bytes) {
+    void *p = NULL;
+    bytes = (bytes + FC_ALIGN - 1) & ~(size_t)(FC_ALIGN - 1);
+    if (bytes == 0) bytes = FC_ALIGN;
+    if (posix_memalign(&p, FC_ALIGN, bytes)) return NULL;
+    m->alloc_bytes += bytes;
+    return p;
+}
+
+/* Concatenates the GGUF rows of up to three matrices (same format and width) into one. */
+static void *concat_rows(fc_llama *m, const fc_llama_tensor *t, const int64_t *rows, int n, size_t row_bytes) {
+    size_t total = 0;
+    for (int i = 0; i < n; i++) total += (size_t)rows[i] * row_bytes;
+    uint8_t *p = alloc64(m, total);
+    if (!p) return NULL;
+    madvise(p, total, MADV_HUGEPAGE);
+    size_t off = 0;
+    for (int i = 0; i < n; i++) {
+        memcpy(p + off, t[i].data, (size_t)rows[i] * row_bytes);
+        off += (size_t)rows[i] * row_bytes;
+    }
+    return p;
+}
+
+static int prepare(fc_llama *m, fc_weight *w, int qtype, const void *data, int64_t rows, int64_t cols) {
+    if (fc_weight_prepare(w, qtype, data, rows, cols)) return -1;
+    m->alloc_bytes += w->owned_bytes;
+    return 0;
+}
+
+/* Prepares n matrices of width cols as one when their formats agree (returns 1), else each alone. */
+static int prepare_group(fc_llama *m, fc_weight *ws[], const fc_llama_tensor *t, const int64_t *rows, int n,
+                         int64_t cols, void **cat, int *fused) {
+    int same = 1;
+    for (int i = 1; i < n; i++) same &= t[i].qtype == t[0].qtype;
+    *cat = NULL;
+    *fused = 0;
+    if (same) {
+        size_t rb = fc_row_bytes(t[0].qtype, cols);
+        int64_t total = 0;
+        for (int i = 0; i < n; i++) total += rows[i];
+        *cat = concat_rows(m, t, rows, n, rb);
+        if (!*cat) return -1;
+        if (prepare(m, ws[0], t[0].qtype, *cat, total, cols)) return -1;
+        if (ws[0]->layout != 0) { /* the kernel keeps its own copy */
+            m->alloc_bytes -= ((size_t)total * rb + FC_ALIGN - 1) & ~(size_t)(FC_ALIGN - 1);
+            free(*cat);
+            *cat = NULL;
+        }
+        *fused = 1;
+        return 0;
+    }
+    for (int i = 0; i < n; i++)
+        if (prepare(m, ws[i], t[i].qtype, t[i].data, rows[i], cols)) return -1;
+    return 0;
+}
+
+void fc_llama_free(fc_llama *m) {
+    if (!m) return;
+    if (m->L) {
+        for (int l = 0; l < m->c.n_layers; l++) {
+            layer_t *L = &m->L[l];
+            fc_weight_release(&L->wqkv);
+            fc_weight_release(&L->wk);
+            fc_weight_release(&L->wv);
+            fc_weight_release(&L->wo);
+            fc_weight_release(&L->wgu);
+            fc_weight_release(&L->wup);
+            fc_weight_release(&L->wdown);
+            free(L->cat_qkv);
+            free(L->cat_gu);
+        }
+    }
+    fc_weight_release(&m->out);
+    free(m->L);
+    free(m->inv_freq);
+    free(m->k_cache);
+    free(m->v_cache);
+    free(m->x);
+    free(m->xb);
+    free(m->y);
+    free(m->qkv);
+    free(m->att);
+    free(m->gu);
+    free(m->h);
+    free(m->scores);
+    free(m->work);
+    free(m);
+}
+
+static size_t max_sz(size_t a, size_t b) { return a > b ? a : b; }
+
+fc_llama *fc_llama_create(const fc_llama_config *cfg, fc_llama_tensor token_embd, const float *output_norm,
+                          fc_llama_tensor output, const fc_llama_layer_src *layers, const float *inv_freq,
+                          char *err, size_t err_len) {
+    fc_llama *m = calloc(1, sizeof *m);
+    if (!m) goto oom;
+    m->c = *cfg;
+    if (m->c.max_batch < 1) m->c.max_batch = 1;
+    const fc_llama_config *c = &m->c;
+    const int64_t B = c->max_batch, dim = c->dim, hd = c->head_dim, hidden = c->hidden;
+    m->q_dim = c->n_heads * c->head_dim;
+    m->kv_dim = c->n_kv_heads * c->head_dim;
+    m->nth = fc_resolve_threads(c->threads);
+    m->embd = token_embd;
+    m->embd_row_bytes = fc_row_bytes(token_embd.qtype, dim);
+    m->out_norm = output_norm;
+
+    m->L = calloc((size_t)c->n_layers, sizeof *m->L);
+    m->inv_freq = alloc64(m, (size_t)(hd / 2) * sizeof(float));
+    if (!m->L || !m->inv_freq) goto oom;
+    memcpy(m->inv_freq, inv_freq, (size_t)(hd / 2) * sizeof(float));
+
+    size_t work = 0;
+    for (int l = 0; l < c->n_layers; l++) {
+        const fc_llama_layer_src *s = &layers[l];
+        layer_t *L = &m->L[l];
+        L->attn_norm = s->attn_norm;
+        L->ffn_norm = s->ffn_norm;
+        L->bq = s->bq;
+        L->bk = s->bk;
+        L->bv = s->bv;
+        fc_llama_tensor qkv[3] = {s->wq, s->wk, s->wv};
+        int64_t qkv_rows[3] = {m->q_dim, m->kv_dim, m->kv_dim};
+        fc_weight *qkv_w[3] = {&L->wqkv, &L->wk, &L->wv};
+        if (prepare_group(m, qkv_w, qkv, qkv_rows, 3, dim, &L->cat_qkv, &L->fused_qkv)) goto oom;
+        fc_llama_tensor gu[2] = {s->w_gate, s->w_up};
+        int64_t gu_rows[2] = {hidden, hidden};
+        fc_weight *gu_w[2] = {&L->wgu, &L->wup};
+        if (prepare_group(m, gu_w, gu, gu_rows, 2, dim, &L->cat_gu, &L->fused_gu)) goto oom;
+        if (prepare(m, &L->wo, s->wo.qtype, s->wo.data, dim, m->q_dim)) goto oom;
+        if (prepare(m, &L->wdown, s->w_down.qtype, s->w_down.data, dim, hidden)) goto oom;
+        const fc_weight *all[] = {&L->wqkv, &L->wk, &L->wv, &L->wo, &L->wgu, &L->wup, &L->wdown};
+        for (size_t i = 0; i < sizeof all / sizeof all[0]; i++)
+            if (all[i]->kernel) work = max_sz(work, fc_gemm_w_work_bytes(all[i], B));
+    }
+    fc_llama_tensor o = output.data ? output : token_embd;
+    if (prepare(m, &m->out, o.qtype, o.data, c->n_vocab, dim)) goto oom;
+    work = max_sz(work, fc_gemm_w_work_bytes(&m->out, B));
+
+    const size_t kv = (size_t)c->n_layers * (size_t)c->n_ctx * (size_t)m->kv_dim * sizeof(float);
+    m->k_cache = alloc64(m, kv);
+    m->v_cache = alloc64(m, kv);
+    m->x = alloc64(m, (size_t)(B * dim) * sizeof(float));
+    m->xb = alloc64(m, (size_t)(B * dim) * sizeof(float));
+    m->y = alloc64(m, (size_t)(B * dim) * sizeof(float));
+    m->qkv = alloc64(m, (size_t)(B * (m->q_dim + 2 * m->kv_dim)) * sizeof(float));
+    m->att = alloc64(m, (size_t)(B * m->q_dim) * sizeof(float));
+    m->gu = alloc64(m, (size_t)(B * 2 * hidden) * sizeof(float));
+    m->h = alloc64(m, (size_t)(B * hidden) * sizeof(float));
+    m->scores = alloc64(m, (size_t)m->nth * (size_t)c->n_ctx * sizeof(float));
+    m->work = alloc64(m, work + FC_ALIGN);
+    if (!m->k_cache || !m->v_cache || !m->x || !m->xb || !m->y || !m->qkv || !m->att || !m->gu || !m->h ||
+        !m->scores || !m->work)
+        goto oom;
+    return m;
+oom:
+    if (err && err_len) snprintf(err, err_len, "out of memory building the model (KV cache for %d positions)",
+                                 cfg->n_ctx);
+    fc_llama_free(m);
+    return NULL;
+}
+
+void fc_llama_set_threads(fc_llama *m, int threads) {
+    int nth = fc_resolve_threads(threads);
+    /* the attention scratch was sized for the thread count at create */
+    if (nth > m->nth) nth = m->nth;
+    m->c.threads = nth;
+}
+
+size_t fc_llama_alloc_bytes(const fc_llama *m) { return m->alloc_bytes; }
+
+static size_t weight_bytes(const fc_weight *w) { return w->kernel ? (size_t)w->rows * w->row_bytes : 0; }
+
+size_t fc_llama_weight_bytes(const fc_llama *m) {
+    size_t b = weight_bytes(&m->out) + m->embd_row_bytes;
+    for (int l = 0; l < m->c.n_layers; l++) {
+        const layer_t *L = &m->L[l];
+        b += weight_bytes(&L->wqkv) + weight_bytes(&L->wk) + weight_bytes(&L->wv) + weight_bytes(&L->wo) +
+             weight_bytes(&L->wgu) + weight_bytes(&L->wup) + weight_bytes(&L->wdown);
+        b += 2 * (size_t)m->c.dim * sizeof(float);
+    }
+    return b;
+}
+
+/* ---- one block ---- */
+typedef struct {
+    fc_llama *m;
+    const layer_t *L;
+    int layer;
+    int nb;       /* rows in this block */
+    int pos0;     /* position of row 0 */
+    int stage;
+    const float *norm; /* STAGE_ADD_NORM: weights of the norm that follows the add */
+    float *q, *k, *v;  /* row 0 of q, k, v in the projection buffer */
+    int64_t q_ld, k_ld, v_ld;
+    float *gate, *up;
+    int64_t g_ld;
+} block_job;
+
+enum { STAGE_QKV, STAGE_ATTN, STAGE_ADD_NORM, STAGE_SILU };
+
+static void rows_stage(block_job *j, int r0, int r1, int ith) {
+    fc_llama *m = j->m;
+    const fc_ops *ops = &fc_tab()->ops;
+    const fc_llama_config *c = &m->c;
+    const int64_t dim = c->dim, hd = c->head_dim;
+    switch (j->stage) {
+    case STAGE_QKV: {
+        const size_t lbase = (size_t)j->layer * (size_t)c->n_ctx;
+        for (int i = r0; i < r1; i++) {
+            const int p = j->pos0 + i;
+            float *q = j->q + i * j->q_ld, *k = j->k + i * j->k_ld, *v = j->v + i * j->v_ld;
+            if (j->L->bq) ops->add(q, q, j->L->bq, m->q_dim);
+            if (j->L->bk) ops->add(k, k, j->L->bk, m->kv_dim);
+            if (j->L->bv) ops->add(v, v, j->L->bv, m->kv_dim);
+            ops->rope(q, c->n_heads, hd, p, m->inv_freq, c->rope_neox);
+            float *kc = m->k_cache + (lbase + (size_t)p) * (size_t)m->kv_dim;
+            float *vc = m->v_cache + (lbase + (size_t)p) * (size_t)m->kv_dim;
+            memcpy(kc, k, (size_t)m->kv_dim * sizeof(float));
+            ops->rope(kc, c->n_kv_heads, hd, p, m->inv_freq, c->rope_neox);
+            memcpy(vc, v, (size_t)m->kv_dim * sizeof(float));
+        }
+        break;
+    }
+    case STAGE_ATTN: { /* r0..r1 index (row, head) pairs */
+        const size_t lbase = (size_t)j->layer * (size_t)c->n_ctx * (size_t)m->kv_dim;
+        const int group = c->n_heads / c->n_kv_heads;
+        float *scores = m->scores + (size_t)ith * (size_t)c->n_ctx;
+        for (int t = r0; t < r1; t++) {
+            const int i = t / c->n_heads, h = t % c->n_heads, g = h / group;
+            const int p = j->pos0 + i;
+            ops->attn_head(m->att + (int64_t)i * m->q_dim + h * hd, j->q + i * j->q_ld + h * hd,
+                           m->k_cache + lbase + (size_t)g * hd, m->v_cache + lbase + (size_t)g * hd, p + 1, hd,
+                           m->kv_dim, c->attn_scale, scores);
+        }
+        break;
+    }
+    case STAGE_ADD_NORM:
+        for (int i = r0; i < r1; i++) {
+            float *x = m->x + i * dim;
+            ops->add(x, x, m->y + i * dim, dim);
+            ops->rmsnorm(m->xb + i * dim, x, j->norm, dim, c->rms_eps);
+        }
+        break;
+    case STAGE_SILU:
+        for (int i = r0; i < r1; i++)
+            ops->silu_mul(m->h + (int64_t)i * c->hidden, j->gate + i * j->g_ld, j->up + i * j->g_ld, c->hidden);
+        break;
+    }
+}
+
+static int stage_items(const block_job *j) {
+    return j->stage == STAGE_ATTN ? j->nb * j->m->c.n_heads : j->nb;
+}
+
+static void stage_task(void *ctx, int ith, int nth) {
+    block_job *j = ctx;
+    const int n = stage_items(j);
+    const int r0 = (int)((int64_t)n * ith / nth), r1 = (int)((int64_t)n * (ith + 1) / nth);
+    if (r0 < r1) rows_stage(j, r0, r1, ith);
+}
+
+static void run_stage(block_job *j, int stage) {
+    j->stage = stage;
+    const int n = stage_items(j);
+    int nth = j->m->c.threads;
+    if (nth > n) nth = n;
+    /* attention of a decoded token has a head per thread to share; row-wise steps of one row don't */
+    if (nth <= 1 || (stage != STAGE_ATTN && j->nb == 1)) rows_stage(j, 0, n, 0);
+    else fc_parallel(nth, stage_task, j);
+}
+
+static int block_forward(fc_llama *m, const int32_t *tokens, int nb, int pos0, float *logits, int logits_mode) {
+    const fc_llama_config *c = &m->c;
+    const fc_table *tab = fc_tab();
+    const int64_t dim = c->dim;
+    const int th = c->threads;
+    block_job j = {.m = m, .nb = nb, .pos0 = pos0};
+
+    for (int i = 0; i < nb; i++)
+        tab->q[m->embd.qtype].dequantize((const uint8_t *)m->embd.data + (size_t)tokens[i] * m->embd_row_bytes,
+                                         m->x + i * dim, dim);
+    for (int i = 0; i < nb; i++) tab->ops.rmsnorm(m->xb + i * dim, m->x + i * dim, m->L[0].attn_norm, dim, c->rms_eps);
+
+    for (int l = 0; l < c->n_layers; l++) {
+        const layer_t *L = &m->L[l];
+        j.L = L;
+        j.layer = l;
+        if (L->fused_qkv) {
+            if (fc_gemm_w(&L->wqkv, m->xb, nb, m->qkv, th, m->work)) return -1;
+            j.q = m->qkv;
+            j.k = m->qkv + m->q_dim;
+            j.v = m->qkv + m->q_dim + m->kv_dim;
+            j.q_ld = j.k_ld = j.v_ld = m->q_dim + 2 * m->kv_dim;
+        } else {
+            j.q = m->qkv;
+            j.k = m->qkv + (int64_t)nb * m->q_dim;
+            j.v = j.k + (int64_t)nb * m->kv_dim;
+            j.q_ld = m->q_dim;
+            j.k_ld = j.v_ld = m->kv_dim;
+            if (fc_gemm_w(&L->wqkv, m->xb, nb, j.q, th, m->work) || fc_gemm_w(&L->wk, m->xb, nb, j.k, th, m->work) ||
+                fc_gemm_w(&L->wv, m->xb, nb, j.v, th, m->work))
+                return -1;
+        }
+        run_stage(&j, STAGE_QKV);
+        run_stage(&j, STAGE_ATTN);
+        if (fc_gemm_w(&L->wo, m->att, nb, m->y, th, m->work)) return -1;
+        j.norm = L->ffn_norm;
+        run_stage(&j, STAGE_ADD_NORM);
+
+        if (L->fused_gu) {
+            if (fc_gemm_w(&L->wgu, m->xb, nb, m->gu, th, m->work)) return -1;
+            j.gate = m->gu;
+            j.up = m->gu + c->hidden;
+            j.g_ld = 2 * (int64_t)c->hidden;
+        } else {
+            j.gate = m->gu;
+            j.up = m->gu + (int64_t)nb * c->hidden;
+            j.g_ld = c->hidden;
+            if (fc_gemm_w(&L->wgu, m->xb, nb, j.gate, th, m->work) ||
+                fc_gemm_w(&L->wup, m->xb, nb, j.up, th, m->work))
+                return -1;
+        }
+        run_stage(&j, STAGE_SILU);
+        if (fc_gemm_w(&L->wdown, m->h, nb, m->y, th, m->work)) return -1;
+        j.norm = l + 1 < c->n_layers ? m->L[l + 1].attn_norm : m->out_norm;
+        run_stage(&j, STAGE_ADD_NORM);
+    }
+    /* xb now holds the final-normed rows */
+    if (logits_mode == FC_LOGITS_ALL) {
+        if (fc_gemm_w(&m->out, m->xb, nb, logits, th, m->work)) return -1;
+    } else if (logits_mode == FC_LOGITS_LAST) {
+        if (fc_gemm_w(&m->out, m->xb + (int64_t)(nb - 1) * dim, 1, logits, th, m->work)) return -1;
+    }
+    return 0;
+}
+
+int fc_llama_forward(fc_llama *m, const int32_t *tokens, int n_tokens, int pos, float *logits, int logits_mode) {
+    const int B = m->c.max_batch;
+    for (int b0 = 0; b0 < n_tokens; b0 += B) {
+        const int nb = n_tokens - b0 < B ? n_tokens - b0 : B;
+        const int last = b0 + nb == n_tokens;
+        int mode = logits_mode == FC_LOGITS_ALL ? FC_LOGITS_ALL : (last ? logits_mode : FC_LOGITS_NONE);
+        float *out = logits_mode == FC_LOGITS_ALL ? logits + (size_t)b0 * (size_t)m->c.n_vocab : logits;
+        if (block_forward(m, tokens + b0, nb, pos + b0, out, mode)) return -1;
+    }
+    return 0;
+}
