@@ -21,4 +21,13 @@ def cpu_info() -> dict:
     return info
 
 
-__all__ = ["kernels", "cpu_info", "ISAError", "__version__"]
+def __getattr__(name):
+    # The runner loads lazily: `import fastcpu` stays cheap for kernel users.
+    if name == "LLM":
+        from .llm import LLM
+
+        return LLM
+    raise AttributeError(f"module 'fastcpu' has no attribute {name!r}")
+
+
+__all__ = ["kernels", "cpu_info", "ISAError", "LLM", "__version__"]
