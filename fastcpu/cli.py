@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 
 
@@ -16,9 +17,183 @@ def _cmd_info(args) -> int:
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="fastcpu", description="LLM inference on CPUs")
     sub = p.add_subparsers(dest="cmd", required=True)
+    add_runner_commands(sub)
     s = sub.add_parser("info", help="print detected CPU features and ISA levels as JSON")
     s.set_defaults(fn=_cmd_info)
     return p
+
+
+# ---- model runner commands (fastcpu.LLM) ----
+
+def _load_llm(args, ctx=None):
+    from .llm import LLM
+
+    return LLM(args.model, threads=args.threads, ctx=ctx if ctx is not None else args.ctx)
+
+
+def _sampling_kw(args) -> dict:
+    return {"temperature": args.temp, "top_k": args.top_k, "top_p": args.top_p, "min_p": args.min_p,
+            "repeat_penalty": args.repeat_penalty, "seed": args.seed}
+
+
+def _cmd_generate(args) -> int:
+    llm = _load_llm(args)
+    out = sys.stdout
+    for piece in llm.generate(args.prompt, max_tokens=args.n, stream=True, stop=args.stop or None,
+                              **_sampling_kw(args)):
+        out.write(piece)
+        out.flush()
+    out.write("\n")
+    st = llm.last_stats
+    if args.verbose and st:
+        dec = st["generated_tokens"] / st["decode_s"] if st["decode_s"] > 0 else 0.0
+        print(f"[{st['prompt_tokens']} prompt tokens in {st['prefill_s']:.2f} s, {st['generated_tokens']} "
+              f"generated at {dec:.1f} tok/s, {st['finish_reason']}]", file=sys.stderr)
+    return 0
+
+
+def _cmd_chat(args) -> int:
+    llm = _load_llm(args)
+    messages = [{"role": "system", "content": args.system}] if args.system else []
+    tty = sys.stdin.isatty()
+    while True:
+        if tty:
+            print("> ", end="", flush=True)
+        line = sys.stdin.readline()
+        if not line:
+            break
+        line = line.rstrip("\n")
+        if not line.strip():
+            continue
+        messages.append({"role": "user", "content": line})
+        reply = []
+        for piece in llm.chat(messages, max_tokens=args.n, stream=True, **_sampling_kw(args)):
+            reply.append(piece)
+            sys.stdout.write(piece)
+            sys.stdout.flush()
+        sys.stdout.write("\n")
+        sys.stdout.flush()
+        messages.append({"role": "assistant", "content": "".join(reply)})
+    return 0
+
+
+def _cmd_perplexity(args) -> int:
+    with open(args.file, encoding="utf-8") as fh:
+        text = fh.read()
+    llm = _load_llm(args, ctx=args.ctx)
+    r = llm.perplexity(text, ctx=args.ctx, details=True)
+    r["model"] = llm.model_path
+    if args.json:
+        print(json.dumps(r))
+    else:
+        print(f"perplexity {r['perplexity']:.4f} over {r['tokens_scored']} tokens "
+              f"({r['chunks']} chunks of {r['ctx']})")
+    return 0
+
+
+def run_bench(llm, n_prompt: int = 512, n_gen: int = 128, membw: bool = True) -> dict:
+    """Prefill and decode speed of the runner, with the weight bytes a decoded token reads and the
+    machine's streaming bandwidth measured in the same run."""
+    import time
+
+    import numpy as np
+
+    from . import kernels
+
+    if n_prompt < 1 or n_gen < 1:
+        raise ValueError("prompt and gen must be at least 1 token")
+    if n_prompt + n_gen > llm.n_ctx:
+        raise ValueError(f"prompt + gen = {n_prompt + n_gen} tokens exceed the context of {llm.n_ctx}")
+    eng = llm.model.engine
+    rng = np.random.default_rng(0)
+    # ordinary text-like ids, away from the special tokens at the start of most vocabularies
+    ids = rng.integers(min(1000, llm.n_vocab // 2), llm.n_vocab, size=n_prompt).astype(np.int32)
+    llm.reset()
+    eng.forward(ids[: min(16, n_prompt)], 0, "last")  # warm the pool and the page cache
+    t0 = time.perf_counter()
+    logits = eng.forward(ids, 0, "last")
+    t1 = time.perf_counter()
+    tok = int(np.argmax(logits))
+    out = np.empty(llm.n_vocab, np.float32)
+    t2 = time.perf_counter()
+    for i in range(n_gen):
+        eng.forward(np.array([tok], np.int32), n_prompt + i, "last", out)
+        tok = int(np.argmax(out))
+    t3 = time.perf_counter()
+    llm.reset()
+    cfg = llm.config
+    wbytes = int(eng.weight_bytes)
+    kv_bytes = 2 * cfg.n_layers * cfg.kv_dim * 4 * (n_prompt + n_gen / 2)
+    decode = n_gen / (t3 - t2)
+    r = {
+        "model": os.path.basename(llm.model_path),
+        "threads": eng.threads,
+        "isa": kernels.isa(),
+        "n_prompt": n_prompt,
+        "n_gen": n_gen,
+        "prefill_tok_s": n_prompt / (t1 - t0),
+        "decode_tok_s": decode,
+        "bytes_per_token": wbytes,
+        "kv_bytes_per_token": int(kv_bytes),
+        "decode_gbps": wbytes * decode / 1e9,
+    }
+    if membw:
+        bw = kernels.membw(threads=eng.threads)
+        r["membw_gbps"] = bw
+        r["roofline_pct"] = 100.0 * r["decode_gbps"] / bw
+    return r
+
+
+def _cmd_bench(args) -> int:
+    ctx = max(args.ctx or 0, args.prompt + args.gen)
+    llm = _load_llm(args, ctx=ctx)
+    r = run_bench(llm, args.prompt, args.gen)
+    if args.json:
+        print(json.dumps(r))
+    else:
+        print(json.dumps(r, indent=2))
+    return 0
+
+
+def add_runner_commands(sub) -> None:
+    def common(s, sampling=False):
+        s.add_argument("-m", "--model", default=None, help="GGUF path or known model name (default model if omitted)")
+        s.add_argument("--threads", type=int, default=None, help="compute threads (default: physical cores)")
+        s.add_argument("--ctx", type=int, default=None, help="context positions (default: min(model, 4096))")
+        if sampling:
+            s.add_argument("-n", type=int, default=128, help="most tokens to generate")
+            s.add_argument("--temp", type=float, default=0.8, help="temperature (0: greedy)")
+            s.add_argument("--top-k", type=int, default=40)
+            s.add_argument("--top-p", type=float, default=0.95)
+            s.add_argument("--min-p", type=float, default=0.05)
+            s.add_argument("--repeat-penalty", type=float, default=1.0)
+            s.add_argument("--seed", type=int, default=None)
+
+    s = sub.add_parser("generate", help="continue a prompt, streaming to stdout")
+    common(s, sampling=True)
+    s.add_argument("-p", "--prompt", required=True)
+    s.add_argument("--stop", action="append", help="stop string (repeatable)")
+    s.add_argument("-v", "--verbose", action="store_true", help="speed summary on stderr")
+    s.set_defaults(fn=_cmd_generate)
+
+    s = sub.add_parser("chat", help="chat through the model's template; one user message per stdin line")
+    common(s, sampling=True)
+    s.add_argument("--system", default=None, help="system message")
+    s.set_defaults(fn=_cmd_chat)
+
+    s = sub.add_parser("perplexity", help="perplexity of a text file (llama.cpp's method)")
+    common(s)
+    s.set_defaults(ctx=512)
+    s.add_argument("-f", "--file", required=True)
+    s.add_argument("--json", action="store_true")
+    s.set_defaults(fn=_cmd_perplexity)
+
+    s = sub.add_parser("bench", help="prefill/decode speed and decode bandwidth vs the machine's (JSON)")
+    common(s)
+    s.add_argument("--prompt", type=int, default=512, help="prompt tokens")
+    s.add_argument("--gen", type=int, default=128, help="decoded tokens")
+    s.add_argument("--json", action="store_true", help="one line")
+    s.set_defaults(fn=_cmd_bench)
 
 
 def main(argv=None) -> int:
@@ -27,6 +202,9 @@ def main(argv=None) -> int:
         return args.fn(args)
     except KeyboardInterrupt:
         return 130
+    except (ValueError, TypeError, OSError) as e:  # bad input, missing file, bad model file
+        print(f"fastcpu {args.cmd}: {e}", file=sys.stderr)
+        return 1
 
 
 if __name__ == "__main__":
