@@ -138,7 +138,7 @@ def run_bench(llm, n_prompt: int = 512, n_gen: int = 128, membw: bool = True) ->
         "decode_gbps": wbytes * decode / 1e9,
     }
     if membw:
-        bw = kernels.membw(threads=eng.threads)
+        bw = kernels.membw(nbytes=512 << 20, threads=eng.threads, passes=7)
         r["membw_gbps"] = bw
         r["roofline_pct"] = 100.0 * r["decode_gbps"] / bw
     return r

@@ -221,6 +221,7 @@ class LLM:
             t2 = time.perf_counter()
             self.last_stats = {
                 "prompt_tokens": len(ids), "generated_tokens": n_gen, "finish_reason": reason,
+                "tokens": history[len(ids):],
                 "prefill_s": t1 - t0, "decode_s": t2 - t1,
             }
 
