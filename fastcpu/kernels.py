@@ -87,7 +87,10 @@ def use_isa(name: str):
 def _check_env_override() -> None:
     want = os.environ.get("FASTCPU_ISA", "").strip()
     if want:
-        set_isa(want)  # raises with what is missing
+        try:
+            set_isa(want)  # raises with what is missing
+        except (ISAError, ValueError) as e:
+            raise type(e)(f"environment variable FASTCPU_ISA={want!r}: {e}") from None
 
 
 def qtype_id(qtype) -> int:
