@@ -72,52 +72,78 @@ AI float hsum(__m256 v) {
     return _mm_cvtss_f32(s);
 }
 
-/* One weight row against nr (<= 4) activation rows starting at x; results to y[j * ldy]. */
-AI void tile(const int fmt, const int nr, const uint8_t *w, const uint8_t *x, size_t xs,
-             int64_t nb, float *y, int64_t ldy) {
-    const size_t bsz = blk_bytes[fmt];
-    const int has_corr = fmt != F_Q8_0;
-    const float cm = fmt == F_Q4_0 ? -8.0f : fmt == F_Q5_0 ? -16.0f : 1.0f;
-    const __m256i ones = _mm256_set1_epi16(1);
-    __m256 acc[4];
-    float corr[4];
-    const int8_t *a[4];
-    const float *dx[4], *sx[4];
+/* One block against nr activation rows; its min/scale for the offset/min term goes to cw[b]. */
+AI void block(const int fmt, const int nr, const uint8_t *p, int64_t b, const int8_t *const *a,
+              const float *const *dx, float *cw, __m256 *acc) {
+    float dw, mw = 0.0f;
+    const __m256i q = unpack(fmt, p, &dw, &mw);
+    const __m256i qu = fmt == F_Q8_0 ? _mm256_abs_epi8(q) : q;
+    if (fmt != F_Q8_0) cw[b] = fmt == F_Q4_1 || fmt == F_Q5_1 ? mw : dw;
+    const __m256 dwv = _mm256_set1_ps(dw);
+    #pragma GCC unroll 4
     for (int j = 0; j < nr; j++) {
-        acc[j] = _mm256_setzero_ps();
-        corr[j] = 0.0f;
+        __m256i av = _mm256_loadu_si256((const __m256i *)(a[j] + b * QK));
+        if (fmt == F_Q8_0) av = _mm256_sign_epi8(av, q);
+        const __m256i p32 = _mm256_madd_epi16(_mm256_maddubs_epi16(qu, av), _mm256_set1_epi16(1));
+        acc[j] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(p32), _mm256_mul_ps(dwv, _mm256_broadcast_ss(dx[j] + b)), acc[j]);
+    }
+}
+
+/* sum_b cw[b] * s[b] */
+AI float dot_cw(const float *cw, const float *s, int64_t nb) {
+    __m256 acc = _mm256_setzero_ps();
+    int64_t b = 0;
+    for (; b + 8 <= nb; b += 8) acc = _mm256_fmadd_ps(_mm256_loadu_ps(cw + b), _mm256_loadu_ps(s + b), acc);
+    float r = hsum(acc);
+    for (; b < nb; b++) r += cw[b] * s[b];
+    return r;
+}
+
+/* One weight row against nr (<= 4) activation rows at x; results to y[j * ldy].
+ * cw: scratch of nb floats. With one or two rows the accumulation is split over two registers
+ * per row (even / odd blocks) so that the fma latency does not bound the loop. */
+AI void tile(const int fmt, const int nr, const uint8_t *w, const uint8_t *x, size_t xs,
+             int64_t nb, float *y, int64_t ldy, float *cw) {
+    const size_t bsz = blk_bytes[fmt];
+    const float cm = fmt == F_Q4_0 ? -8.0f : fmt == F_Q5_0 ? -16.0f : 1.0f;
+    const int split = nr <= 2;
+    __m256 acc0[4], acc1[4];
+    const int8_t *a[4];
+    const float *dx[4];
+    #pragma GCC unroll 4
+    for (int j = 0; j < nr; j++) {
+        acc0[j] = acc1[j] = _mm256_setzero_ps();
         a[j] = q8a_qs(x + j * xs);
         dx[j] = q8a_d(x + j * xs, nb);
-        sx[j] = q8a_s(x + j * xs, nb);
     }
-    for (int64_t b = 0; b < nb; b++) {
-        float dw, mw = 0.0f;
-        const __m256i q = unpack(fmt, w + b * bsz, &dw, &mw);
-        const __m256i qu = fmt == F_Q8_0 ? _mm256_abs_epi8(q) : q;
-        const float cw = fmt == F_Q4_1 || fmt == F_Q5_1 ? mw : dw;
-        for (int j = 0; j < nr; j++) {
-            __m256i av = _mm256_load_si256((const __m256i *)(a[j] + b * QK));
-            if (fmt == F_Q8_0) av = _mm256_sign_epi8(av, q);
-            const __m256i p = _mm256_madd_epi16(_mm256_maddubs_epi16(qu, av), ones);
-            acc[j] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(p), _mm256_set1_ps(dw * dx[j][b]), acc[j]);
-            if (has_corr) corr[j] += cw * sx[j][b];
+    int64_t b = 0;
+    if (split)
+        for (; b + 2 <= nb; b += 2) {
+            block(fmt, nr, w + b * bsz, b, a, dx, cw, acc0);
+            block(fmt, nr, w + (b + 1) * bsz, b + 1, a, dx, cw, acc1);
         }
+    for (; b < nb; b++) block(fmt, nr, w + b * bsz, b, a, dx, cw, acc0);
+    #pragma GCC unroll 4
+    for (int j = 0; j < nr; j++) {
+        float r = hsum(split ? _mm256_add_ps(acc0[j], acc1[j]) : acc0[j]);
+        if (fmt != F_Q8_0) r += cm * dot_cw(cw, q8a_s(x + j * xs, nb), nb);
+        y[j * ldy] = r;
     }
-    for (int j = 0; j < nr; j++) y[j * ldy] = has_corr ? hsum(acc[j]) + cm * corr[j] : hsum(acc[j]);
 }
 
 AI void gemm_generic(const int fmt, const fc_gemm_args *a, int64_t r0, int64_t r1) {
     const int64_t nb = a->k / QK, n = a->n;
     const size_t xs = a->xq_row_bytes;
+    float cw[nb + 1];
     for (int64_t r = r0; r < r1; r++) {
         const uint8_t *w = a->w + r * a->w_row_bytes;
         float *y = a->y + r;
         int64_t j = 0;
-        for (; j + 4 <= n; j += 4) tile(fmt, 4, w, a->xq + j * xs, xs, nb, y + j * a->ldy, a->ldy);
+        for (; j + 4 <= n; j += 4) tile(fmt, 4, w, a->xq + j * xs, xs, nb, y + j * a->ldy, a->ldy, cw);
         switch (n - j) {
-        case 3: tile(fmt, 3, w, a->xq + j * xs, xs, nb, y + j * a->ldy, a->ldy); break;
-        case 2: tile(fmt, 2, w, a->xq + j * xs, xs, nb, y + j * a->ldy, a->ldy); break;
-        case 1: tile(fmt, 1, w, a->xq + j * xs, xs, nb, y + j * a->ldy, a->ldy); break;
+        case 3: tile(fmt, 3, w, a->xq + j * xs, xs, nb, y + j * a->ldy, a->ldy, cw); break;
+        case 2: tile(fmt, 2, w, a->xq + j * xs, xs, nb, y + j * a->ldy, a->ldy, cw); break;
+        case 1: tile(fmt, 1, w, a->xq + j * xs, xs, nb, y + j * a->ldy, a->ldy, cw); break;
         default: break;
         }
     }

@@ -89,50 +89,76 @@ AI __m512i idot(__m512i qu, __m512i av) {
 #endif
 }
 
-/* One weight row against nr (<= 4) activation rows at x; results to y[j * ldy]. */
-AI void tile(const int fmt, const int nr, const uint8_t *w, const uint8_t *x, size_t xs,
-             int64_t nb, float *y, int64_t ldy) {
-    const size_t bsz = blk_bytes[fmt];
+/* One pair of blocks (p1 NULL: a lone last block) against nr activation rows; its min/scale pair
+ * for the offset/min term goes to cw[b], cw[b + 1]. */
+AI void pair(const int fmt, const int nr, const uint8_t *p0, const uint8_t *p1, int64_t b,
+             const int8_t *const *a, const float *const *dx, float *cw, __m512 *acc) {
     const int has_corr = fmt != F_Q8_0, has_min = fmt == F_Q4_1 || fmt == F_Q5_1;
-    const float cm = fmt == F_Q4_0 ? -8.0f : fmt == F_Q5_0 ? -16.0f : 1.0f;
+    /* [c0 x 8, c1 x 8] from two consecutive floats */
     const __m512i spread = _mm512_set_epi32(1, 1, 1, 1, 1, 1, 1, 1, 0, 0, 0, 0, 0, 0, 0, 0);
-    __m512 acc[4];
-    __m128 corr[4];
-    const int8_t *a[4];
-    const float *dx[4], *sx[4];
+    __m128 dw, mw = _mm_setzero_ps();
+    const __m512i q = unpack2(fmt, p0, p1, &dw, &mw);
+    __m512i qu = q;
+    __mmask64 neg = 0;
+    if (fmt == F_Q8_0) {
+        /* vpmaddubsw/vpdpbusd want u8 x s8: |w| times a with w's sign (AVX-512 has no vpsignb) */
+        qu = _mm512_abs_epi8(q);
+        neg = _mm512_movepi8_mask(q);
+    }
+    if (has_corr) _mm_storel_pi((__m64 *)(cw + b), has_min ? mw : dw);
+    const __m512 dwz = _mm512_permutexvar_ps(spread, _mm512_castps128_ps512(dw));
+    #pragma GCC unroll 4
     for (int j = 0; j < nr; j++) {
-        acc[j] = _mm512_setzero_ps();
-        corr[j] = _mm_setzero_ps();
+        __m512i av = _mm512_loadu_si512(a[j] + b * QK);
+        if (fmt == F_Q8_0) av = _mm512_mask_sub_epi8(av, neg, _mm512_setzero_si512(), av);
+        /* dx[j] + b may be the last scale: the 16-float load then reads into s[] and the padding */
+        const __m512 dxz = _mm512_permutexvar_ps(spread, _mm512_loadu_ps(dx[j] + b));
+        acc[j] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(idot(qu, av)), _mm512_mul_ps(dwz, dxz), acc[j]);
+    }
+}
+
+/* sum_b cw[b] * s[b] over nb (+1 zero) entries */
+AI float dot_cw(const float *cw, const float *s, int64_t nb) {
+    __m512 acc = _mm512_setzero_ps();
+    int64_t b = 0;
+    for (; b + 16 <= nb; b += 16) acc = _mm512_fmadd_ps(_mm512_loadu_ps(cw + b), _mm512_loadu_ps(s + b), acc);
+    if (b < nb) {
+        const __mmask16 m = (__mmask16)((1u << (nb - b)) - 1);
+        acc = _mm512_fmadd_ps(_mm512_maskz_loadu_ps(m, cw + b), _mm512_maskz_loadu_ps(m, s + b), acc);
+    }
+    return _mm512_reduce_add_ps(acc);
+}
+
+/* One weight row against nr (<= 4) activation rows at x; results to y[j * ldy].
+ * cw: scratch of nb + 2 floats. With one or two rows the accumulation is split over two
+ * registers per row (even / odd pairs) so that the fma latency does not bound the loop. */
+AI void tile(const int fmt, const int nr, const uint8_t *w, const uint8_t *x, size_t xs,
+             int64_t nb, float *y, int64_t ldy, float *cw) {
+    const size_t bsz = blk_bytes[fmt];
+    const int has_corr = fmt != F_Q8_0;
+    const float cm = fmt == F_Q4_0 ? -8.0f : fmt == F_Q5_0 ? -16.0f : 1.0f;
+    const int split = nr <= 2;
+    __m512 acc0[4], acc1[4];
+    const int8_t *a[4];
+    const float *dx[4];
+    #pragma GCC unroll 4
+    for (int j = 0; j < nr; j++) {
+        acc0[j] = acc1[j] = _mm512_setzero_ps();
         a[j] = q8a_qs(x + j * xs);
         dx[j] = q8a_d(x + j * xs, nb);
-        sx[j] = q8a_s(x + j * xs, nb);
     }
-    for (int64_t b = 0; b < nb; b += 2) {
-        const uint8_t *p0 = w + b * bsz;
-        const uint8_t *p1 = b + 1 < nb ? p0 + bsz : NULL;
-        __m128 dw, mw = _mm_setzero_ps();
-        const __m512i q = unpack2(fmt, p0, p1, &dw, &mw);
-        __m512i qu = q;
-        __mmask64 neg = 0;
-        if (fmt == F_Q8_0) {
-            /* vpmaddubsw/vpdpbusd want u8 x s8: |w| times a with w's sign (AVX-512 has no vpsignb) */
-            qu = _mm512_abs_epi8(q);
-            neg = _mm512_movepi8_mask(q);
+    int64_t b = 0;
+    if (split)
+        for (; b + 4 <= nb; b += 4) {
+            pair(fmt, nr, w + b * bsz, w + (b + 1) * bsz, b, a, dx, cw, acc0);
+            pair(fmt, nr, w + (b + 2) * bsz, w + (b + 3) * bsz, b + 2, a, dx, cw, acc1);
         }
-        const __m128 cw = has_min ? mw : dw;
-        for (int j = 0; j < nr; j++) {
-            __m512i av = _mm512_loadu_si512(a[j] + b * QK);
-            if (fmt == F_Q8_0) av = _mm512_mask_sub_epi8(av, neg, _mm512_setzero_si512(), av);
-            const __m512i p = idot(qu, av);
-            const __m128 c = _mm_mul_ps(dw, ld2f(dx[j] + b));
-            acc[j] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(p),
-                                     _mm512_permutexvar_ps(spread, _mm512_castps128_ps512(c)), acc[j]);
-            if (has_corr) corr[j] = _mm_fmadd_ps(cw, ld2f(sx[j] + b), corr[j]);
-        }
-    }
+    for (; b + 2 <= nb; b += 2) pair(fmt, nr, w + b * bsz, w + (b + 1) * bsz, b, a, dx, cw, acc0);
+    if (b < nb) pair(fmt, nr, w + b * bsz, NULL, b, a, dx, cw, split ? acc1 : acc0);
+    #pragma GCC unroll 4
     for (int j = 0; j < nr; j++) {
-        float r = _mm512_reduce_add_ps(acc[j]);
-        if (has_corr) r += cm * _mm_cvtss_f32(_mm_add_ss(corr[j], _mm_movehdup_ps(corr[j])));
+        float r = _mm512_reduce_add_ps(split ? _mm512_add_ps(acc0[j], acc1[j]) : acc0[j]);
+        if (has_corr) r += cm * dot_cw(cw, q8a_s(x + j * xs, nb), nb);
         y[j * ldy] = r;
     }
 }
@@ -140,15 +166,16 @@ AI void tile(const int fmt, const int nr, const uint8_t *w, const uint8_t *x, si
 AI void gemm_generic(const int fmt, const fc_gemm_args *a, int64_t r0, int64_t r1) {
     const int64_t nb = a->k / QK, n = a->n;
     const size_t xs = a->xq_row_bytes;
+    float cw[nb + 2];
     for (int64_t r = r0; r < r1; r++) {
         const uint8_t *w = a->w + r * a->w_row_bytes;
         float *y = a->y + r;
         int64_t j = 0;
-        for (; j + 4 <= n; j += 4) tile(fmt, 4, w, a->xq + j * xs, xs, nb, y + j * a->ldy, a->ldy);
+        for (; j + 4 <= n; j += 4) tile(fmt, 4, w, a->xq + j * xs, xs, nb, y + j * a->ldy, a->ldy, cw);
         switch (n - j) {
-        case 3: tile(fmt, 3, w, a->xq + j * xs, xs, nb, y + j * a->ldy, a->ldy); break;
-        case 2: tile(fmt, 2, w, a->xq + j * xs, xs, nb, y + j * a->ldy, a->ldy); break;
-        case 1: tile(fmt, 1, w, a->xq + j * xs, xs, nb, y + j * a->ldy, a->ldy); break;
+        case 3: tile(fmt, 3, w, a->xq + j * xs, xs, nb, y + j * a->ldy, a->ldy, cw); break;
+        case 2: tile(fmt, 2, w, a->xq + j * xs, xs, nb, y + j * a->ldy, a->ldy, cw); break;
+        case 1: tile(fmt, 1, w, a->xq + j * xs, xs, nb, y + j * a->ldy, a->ldy, cw); break;
         default: break;
         }
     }
