@@ -4,8 +4,10 @@
  *
  * Two 32-value blocks fill one 512-bit register: lanes 0..7 of the int32 products belong to the
  * first block, 8..15 to the second, and the per-block scales are spread the same way
- * ([c0 x 8, c1 x 8]) so that one vfmadd231ps scales both blocks. An odd last block runs as a pair
- * whose second half has zero codes and zero scales (its weights are never read).
+ * ([c0 x 8, c1 x 8]) so that one vfmadd231ps scales both blocks. Blocks go in groups of four so
+ * that one vcvtph2ps converts four weight scales and one vmulps makes four combined scales. An odd
+ * last block runs as a pair whose second half has zero codes and zero scales (its weights are
+ * never read).
  */
 #include <immintrin.h>
 
@@ -30,27 +32,22 @@ AI uint32_t ld32(const uint8_t *p) {
     return h;
 }
 
-/* two floats at p into lanes 0, 1 */
-AI __m128 ld2f(const float *p) {
-    int64_t v;
-    memcpy(&v, p, 8);
-    return _mm_castsi128_ps(_mm_cvtsi64_si128(v));
+/* fp16 field at byte off of cnt (1..4) blocks of bsz bytes -> float lanes 0..cnt-1 (rest 0) */
+AI __m128 scales4(const uint8_t *p, size_t bsz, int cnt, size_t off) {
+    uint64_t h = ld16(p + off);
+    if (cnt > 1) h |= (uint64_t)ld16(p + bsz + off) << 16;
+    if (cnt > 2) h |= (uint64_t)ld16(p + 2 * bsz + off) << 32;
+    if (cnt > 3) h |= (uint64_t)ld16(p + 3 * bsz + off) << 48;
+    return _mm_cvtph_ps(_mm_cvtsi64_si128((long long)h));
 }
 
-/* fp16 scales of the two blocks (second 0 for a lone block) -> lanes 0, 1 */
-AI __m128 scales2(const uint8_t *p0, const uint8_t *p1, size_t off) {
-    const uint32_t h = ld16(p0 + off) | (p1 ? ld16(p1 + off) << 16 : 0);
-    return _mm_cvtph_ps(_mm_cvtsi32_si128((int)h));
-}
-
-/* nibbles of the two blocks -> codes in the order of the activations: [b0 lo | b0 hi | b1 lo | b1 hi] */
+/* nibbles of two blocks -> codes in the order of the activations: [b0 lo | b0 hi | b1 lo | b1 hi].
+ * Broadcast loads put each block's 16 bytes into two 128-bit lanes without a shuffle. */
 AI __m512i nibbles2(const uint8_t *qs0, const uint8_t *qs1) {
     const __m128i x0 = _mm_loadu_si128((const __m128i *)qs0);
-    const __m256i y = qs1 ? _mm256_inserti128_si256(_mm256_castsi128_si256(x0),
-                                                    _mm_loadu_si128((const __m128i *)qs1), 1)
-                          : _mm256_zextsi128_si256(x0);
-    __m512i z = _mm512_castsi256_si512(y);
-    z = _mm512_shuffle_i64x2(z, z, _MM_SHUFFLE(1, 1, 0, 0));
+    __m512i z = qs1 ? _mm512_mask_broadcast_i32x4(_mm512_broadcast_i32x4(x0), (__mmask16)0xFF00,
+                                                  _mm_loadu_si128((const __m128i *)qs1))
+                    : _mm512_maskz_broadcast_i32x4((__mmask16)0x00FF, x0);
     /* the copies in 128-bit lanes 1 and 3 give the high nibbles */
     z = _mm512_mask_srli_epi16(z, (__mmask32)0xFF00FF00u, z, 4);
     return _mm512_and_si512(z, _mm512_set1_epi8(0x0F));
@@ -61,22 +58,17 @@ AI __m512i fifth2(__m512i q, const uint8_t *qh0, const uint8_t *qh1) {
     return _mm512_mask_add_epi8(q, _cvtu64_mask64(bits), q, _mm512_set1_epi8(0x10));
 }
 
-/* Codes of blocks p0, p1 (p1 NULL: lone block); scale pair, and min pair for Q4_1/Q5_1. */
-AI __m512i unpack2(const int fmt, const uint8_t *p0, const uint8_t *p1, __m128 *dw, __m128 *mw) {
-    *dw = scales2(p0, p1, 0);
+/* Codes of blocks p0, p1 (p1 NULL: lone block, upper half zero). */
+AI __m512i codes2(const int fmt, const uint8_t *p0, const uint8_t *p1) {
     switch (fmt) {
     case F_Q4_0: return nibbles2(p0 + 2, p1 ? p1 + 2 : NULL);
-    case F_Q4_1:
-        *mw = scales2(p0, p1, 2);
-        return nibbles2(p0 + 4, p1 ? p1 + 4 : NULL);
+    case F_Q4_1: return nibbles2(p0 + 4, p1 ? p1 + 4 : NULL);
     case F_Q5_0: return fifth2(nibbles2(p0 + 6, p1 ? p1 + 6 : NULL), p0 + 2, p1 ? p1 + 2 : NULL);
-    case F_Q5_1:
-        *mw = scales2(p0, p1, 2);
-        return fifth2(nibbles2(p0 + 8, p1 ? p1 + 8 : NULL), p0 + 4, p1 ? p1 + 4 : NULL);
+    case F_Q5_1: return fifth2(nibbles2(p0 + 8, p1 ? p1 + 8 : NULL), p0 + 4, p1 ? p1 + 4 : NULL);
     default: {
-        const __m256i y0 = _mm256_loadu_si256((const __m256i *)(p0 + 2));
-        return p1 ? _mm512_inserti64x4(_mm512_castsi256_si512(y0), _mm256_loadu_si256((const __m256i *)(p1 + 2)), 1)
-                  : _mm512_zextsi256_si512(y0);
+        const __m512i z = _mm512_zextsi256_si512(_mm256_loadu_si256((const __m256i *)(p0 + 2)));
+        return p1 ? _mm512_mask_broadcast_i64x4(z, (__mmask8)0xF0, _mm256_loadu_si256((const __m256i *)(p1 + 2)))
+                  : z;
     }
     }
 }
@@ -89,15 +81,9 @@ AI __m512i idot(__m512i qu, __m512i av) {
 #endif
 }
 
-/* One pair of blocks (p1 NULL: a lone last block) against nr activation rows; its min/scale pair
- * for the offset/min term goes to cw[b], cw[b + 1]. */
-AI void pair(const int fmt, const int nr, const uint8_t *p0, const uint8_t *p1, int64_t b,
-             const int8_t *const *a, const float *const *dx, float *cw, __m512 *acc) {
-    const int has_corr = fmt != F_Q8_0, has_min = fmt == F_Q4_1 || fmt == F_Q5_1;
-    /* [c0 x 8, c1 x 8] from two consecutive floats */
-    const __m512i spread = _mm512_set_epi32(1, 1, 1, 1, 1, 1, 1, 1, 0, 0, 0, 0, 0, 0, 0, 0);
-    __m128 dw, mw = _mm_setzero_ps();
-    const __m512i q = unpack2(fmt, p0, p1, &dw, &mw);
+/* acc[j] += per-block scales cz * int products of codes q with activation row j at block b */
+AI void pair_rows(const int fmt, const int nr, __m512i q, int64_t b, const int8_t *const *a,
+                  const __m512 *cz, __m512 *acc) {
     __m512i qu = q;
     __mmask64 neg = 0;
     if (fmt == F_Q8_0) {
@@ -105,19 +91,39 @@ AI void pair(const int fmt, const int nr, const uint8_t *p0, const uint8_t *p1, 
         qu = _mm512_abs_epi8(q);
         neg = _mm512_movepi8_mask(q);
     }
-    if (has_corr) _mm_storel_pi((__m64 *)(cw + b), has_min ? mw : dw);
-    const __m512 dwz = _mm512_permutexvar_ps(spread, _mm512_castps128_ps512(dw));
-    #pragma GCC unroll 4
+#pragma GCC unroll 4
     for (int j = 0; j < nr; j++) {
         __m512i av = _mm512_loadu_si512(a[j] + b * QK);
         if (fmt == F_Q8_0) av = _mm512_mask_sub_epi8(av, neg, _mm512_setzero_si512(), av);
-        /* dx[j] + b may be the last scale: the 16-float load then reads into s[] and the padding */
-        const __m512 dxz = _mm512_permutexvar_ps(spread, _mm512_loadu_ps(dx[j] + b));
-        acc[j] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(idot(qu, av)), _mm512_mul_ps(dwz, dxz), acc[j]);
+        acc[j] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(idot(qu, av)), cz[j], acc[j]);
     }
 }
 
-/* sum_b cw[b] * s[b] over nb (+1 zero) entries */
+/* cnt (1..4) blocks from b against nr activation rows: the first pair goes to accA, the second to
+ * accB. Their min/scale values for the offset/min term go to cw[b .. b+3] (zeros past cnt). */
+AI void group(const int fmt, const int nr, const int cnt, const uint8_t *p, int64_t b,
+              const int8_t *const *a, const float *const *dx, float *cw, __m512 *accA, __m512 *accB) {
+    const size_t bsz = blk_bytes[fmt];
+    const int has_corr = fmt != F_Q8_0, has_min = fmt == F_Q4_1 || fmt == F_Q5_1;
+    /* [c0 x 8, c1 x 8] and [c2 x 8, c3 x 8] from four floats */
+    const __m512i spread01 = _mm512_set_epi32(1, 1, 1, 1, 1, 1, 1, 1, 0, 0, 0, 0, 0, 0, 0, 0);
+    const __m512i spread23 = _mm512_set_epi32(3, 3, 3, 3, 3, 3, 3, 3, 2, 2, 2, 2, 2, 2, 2, 2);
+    const __m128 dw = scales4(p, bsz, cnt, 0);
+    if (has_corr) _mm_storeu_ps(cw + b, has_min ? scales4(p, bsz, cnt, 2) : dw);
+    __m512 c01[4], c23[4];
+#pragma GCC unroll 4
+    for (int j = 0; j < nr; j++) {
+        /* dx[j] + b + 3 may lie past the last scale: the load then reads into s[] (never past
+         * the padding); those lanes meet zero weight scales */
+        const __m512 c = _mm512_castps128_ps512(_mm_mul_ps(dw, _mm_loadu_ps(dx[j] + b)));
+        c01[j] = _mm512_permutexvar_ps(spread01, c);
+        if (cnt > 2) c23[j] = _mm512_permutexvar_ps(spread23, c);
+    }
+    pair_rows(fmt, nr, codes2(fmt, p, cnt > 1 ? p + bsz : NULL), b, a, c01, accA);
+    if (cnt > 2) pair_rows(fmt, nr, codes2(fmt, p + 2 * bsz, cnt > 3 ? p + 3 * bsz : NULL), b + 2, a, c23, accB);
+}
+
+/* sum_b cw[b] * s[b] over nb entries */
 AI float dot_cw(const float *cw, const float *s, int64_t nb) {
     __m512 acc = _mm512_setzero_ps();
     int64_t b = 0;
@@ -130,7 +136,7 @@ AI float dot_cw(const float *cw, const float *s, int64_t nb) {
 }
 
 /* One weight row against nr (<= 4) activation rows at x; results to y[j * ldy].
- * cw: scratch of nb + 2 floats. With one or two rows the accumulation is split over two
+ * cw: scratch of nb + 4 floats. With one or two rows the accumulation is split over two
  * registers per row (even / odd pairs) so that the fma latency does not bound the loop. */
 AI void tile(const int fmt, const int nr, const uint8_t *w, const uint8_t *x, size_t xs,
              int64_t nb, float *y, int64_t ldy, float *cw) {
@@ -141,21 +147,21 @@ AI void tile(const int fmt, const int nr, const uint8_t *w, const uint8_t *x, si
     __m512 acc0[4], acc1[4];
     const int8_t *a[4];
     const float *dx[4];
-    #pragma GCC unroll 4
+#pragma GCC unroll 4
     for (int j = 0; j < nr; j++) {
         acc0[j] = acc1[j] = _mm512_setzero_ps();
         a[j] = q8a_qs(x + j * xs);
         dx[j] = q8a_d(x + j * xs, nb);
     }
     int64_t b = 0;
-    if (split)
-        for (; b + 4 <= nb; b += 4) {
-            pair(fmt, nr, w + b * bsz, w + (b + 1) * bsz, b, a, dx, cw, acc0);
-            pair(fmt, nr, w + (b + 2) * bsz, w + (b + 3) * bsz, b + 2, a, dx, cw, acc1);
-        }
-    for (; b + 2 <= nb; b += 2) pair(fmt, nr, w + b * bsz, w + (b + 1) * bsz, b, a, dx, cw, acc0);
-    if (b < nb) pair(fmt, nr, w + b * bsz, NULL, b, a, dx, cw, split ? acc1 : acc0);
-    #pragma GCC unroll 4
+    for (; b + 4 <= nb; b += 4) group(fmt, nr, 4, w + b * bsz, b, a, dx, cw, acc0, split ? acc1 : acc0);
+    switch (nb - b) {
+    case 3: group(fmt, nr, 3, w + b * bsz, b, a, dx, cw, acc0, split ? acc1 : acc0); break;
+    case 2: group(fmt, nr, 2, w + b * bsz, b, a, dx, cw, acc0, split ? acc1 : acc0); break;
+    case 1: group(fmt, nr, 1, w + b * bsz, b, a, dx, cw, acc0, split ? acc1 : acc0); break;
+    default: break;
+    }
+#pragma GCC unroll 4
     for (int j = 0; j < nr; j++) {
         float r = _mm512_reduce_add_ps(split ? _mm512_add_ps(acc0[j], acc1[j]) : acc0[j]);
         if (has_corr) r += cm * dot_cw(cw, q8a_s(x + j * xs, nb), nb);
@@ -166,7 +172,7 @@ AI void tile(const int fmt, const int nr, const uint8_t *w, const uint8_t *x, si
 AI void gemm_generic(const int fmt, const fc_gemm_args *a, int64_t r0, int64_t r1) {
     const int64_t nb = a->k / QK, n = a->n;
     const size_t xs = a->xq_row_bytes;
-    float cw[nb + 2];
+    float cw[nb + 4];
     for (int64_t r = r0; r < r1; r++) {
         const uint8_t *w = a->w + r * a->w_row_bytes;
         float *y = a->y + r;
