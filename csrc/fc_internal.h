@@ -76,7 +76,7 @@ typedef struct {
      * scores is scratch of n_pos floats. */
     void (*attn_head)(float *out, const float *q, const float *k, const float *v, int64_t n_pos,
                       int64_t head_dim, int64_t kv_stride, float scale, float *scores);
-    /* Sum of squares of n floats (streaming read; used by membw). */
+    /* Sum of n floats (a streaming read: the yardstick fc_membw times). */
     double (*sum_read)(const float *x, int64_t n);
 } fc_ops;
 

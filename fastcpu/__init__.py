@@ -7,6 +7,28 @@ from .kernels import ISAError
 __version__ = "0.1.0"
 
 
+def get_include() -> str:
+    """Directory to put on the C compiler's include path for <fastcpu/fastcpu.h> (the C API).
+    Installed wheel: fastcpu/include; development tree: csrc/include."""
+    import os
+
+    here = os.path.dirname(os.path.abspath(__file__))
+    for d in (os.path.join(here, "include"), os.path.join(os.path.dirname(here), "csrc", "include")):
+        if os.path.isfile(os.path.join(d, "fastcpu", "fastcpu.h")):
+            return d
+    raise FileNotFoundError("fastcpu/fastcpu.h is neither in the installed package nor in a source tree")
+
+
+def get_library_dir() -> str:
+    """Directory holding libfastcpu.so (link with -L<dir> -lfastcpu -Wl,-rpath,<dir>)."""
+    import os
+
+    here = os.path.dirname(os.path.abspath(__file__))
+    if not os.path.isfile(os.path.join(here, "libfastcpu.so")):
+        raise FileNotFoundError(f"libfastcpu.so is not in {here}: build the package first")
+    return here
+
+
 def cpu_info() -> dict:
     """Detected CPU features, the ISA levels usable here and the one in use."""
     from . import _core
@@ -21,4 +43,4 @@ def cpu_info() -> dict:
     return info
 
 
-__all__ = ["kernels", "cpu_info", "ISAError", "__version__"]
+__all__ = ["kernels", "cpu_info", "get_include", "get_library_dir", "ISAError", "__version__"]

@@ -87,7 +87,10 @@ def use_isa(name: str):
 def _check_env_override() -> None:
     want = os.environ.get("FASTCPU_ISA", "").strip()
     if want:
-        set_isa(want)  # raises with what is missing
+        try:
+            set_isa(want)  # raises with what is missing
+        except (ISAError, ValueError) as e:
+            raise type(e)(f"environment variable FASTCPU_ISA={want!r}: {e}") from None
 
 
 def qtype_id(qtype) -> int:
@@ -203,10 +206,16 @@ def _out(out, shape) -> np.ndarray:
     return out
 
 
+def _require_kernel(q: int) -> None:
+    if not _core.qtype_supported(q):
+        raise ValueError(f"no {QTYPE_NAMES[q]} kernel in this build (ISA level {isa()})")
+
+
 def gemm(w, qtype, X, out=None, threads=None) -> np.ndarray:
     """Y = X @ W^T for X of shape (n, cols); returns (n, rows) float32."""
     q = qtype_id(qtype)
     w2, rows, cols = _weights(w, q)
+    _require_kernel(q)
     X = _activations(X, cols, 2, "X")
     y = _out(out, (X.shape[0], rows))
     _core.gemm(q, w2, rows, cols, X, y, _threads(threads))
@@ -217,6 +226,7 @@ def gemv(w, qtype, x, out=None, threads=None) -> np.ndarray:
     """y = W x for x of shape (cols,); returns (rows,) float32."""
     q = qtype_id(qtype)
     w2, rows, cols = _weights(w, q)
+    _require_kernel(q)
     x = _activations(x, cols, 1, "x")
     y = _out(out, (rows,))
     _core.gemm(q, w2, rows, cols, x.reshape(1, cols), y.reshape(1, rows), _threads(threads))
@@ -235,8 +245,14 @@ def dequantize(w, qtype) -> np.ndarray:
 def membw(nbytes: int = 1 << 30, threads=None, passes: int = 11) -> float:
     """The machine's streaming-read bandwidth in GB/s (1e9 bytes/s), median of `passes` passes over
     a buffer first touched by the reading threads."""
+    if isinstance(nbytes, (bool, np.bool_)) or not isinstance(nbytes, (int, np.integer)):
+        raise TypeError(f"nbytes must be an int, got {type(nbytes).__name__}")
     if nbytes < (1 << 20):
         raise ValueError("nbytes must be at least 1 MiB")
+    if isinstance(passes, (bool, np.bool_)) or not isinstance(passes, (int, np.integer)):
+        raise TypeError(f"passes must be an int, got {type(passes).__name__}")
+    if not 1 <= passes <= 63:
+        raise ValueError(f"passes must be between 1 and 63, got {passes}")
     return _core.membw(int(nbytes), _threads(threads), int(passes)) / 1e9
 
 

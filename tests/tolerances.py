@@ -41,8 +41,66 @@ def gemm_bound(qtype: str, W: np.ndarray, X: np.ndarray, bf16_acts: bool = False
     return bound
 
 
-# ops (float32 SIMD vs scalar twin / float64 reference)
-OPS_RTOL = 1e-5
-OPS_ATOL = 1e-6
-# exp/sin/cos approximations in SIMD ops
-OPS_TRANSCENDENTAL_RTOL = 2e-6
+# ---- ops (float32 SIMD and scalar twins vs a float64 reference of the same float32 inputs) ----
+# Bounds are element-wise and derived from the operations each op performs; u is the float32 unit
+# roundoff, gamma(n) the classic bound n*u/(1-n*u) on an n-term float32 sum or dot product.
+OPS_U = 2.0 ** -24
+# the SIMD exp (ops_avx2.c / ops_avx512.c exp_ps) and libm's expf are within this many ulp
+OPS_EXP_ULP = 4
+# results below this are flushed to 0 by the AVX2 exp (true value < 2.4e-38), and tiny softmax /
+# silu outputs are compared absolutely
+OPS_ATOL = 1e-30
+
+
+def gamma(n):
+    return n * OPS_U / (1.0 - n * OPS_U)
+
+
+def bound_add(ref):
+    # one rounding
+    return OPS_U * np.abs(ref) + OPS_ATOL
+
+
+def bound_rmsnorm(ref):
+    # scale rounded to float32 once (sum of squares in float64), then x*scale and *w: 3 roundings
+    return 3.01 * OPS_U * np.abs(ref) + OPS_ATOL
+
+
+def bound_silu_mul(ref):
+    # e^-g (OPS_EXP_ULP), 1 + e (1: both terms positive), g/d, *up: relative errors add
+    return (OPS_EXP_ULP + 3.01) * OPS_U * np.abs(ref) + OPS_ATOL
+
+
+def bound_softmax(x, ref):
+    """x: float32 input. x - max is rounded (relative u), which e^ turns into a relative error of
+    u*|x - max|; each output also carries that of the sum (at most the largest, weighted) plus the
+    exp itself, the float64 sum's rounding to float32 of 1/sum, and the final product."""
+    d = np.abs(x.astype(np.float64) - x.max())
+    d = np.where(ref > 0, d, 0.0)  # -inf inputs: exact zeros
+    rel = OPS_U * (d + (ref * d).sum() + OPS_EXP_ULP * 2 + 3.01)
+    return rel * ref + OPS_ATOL
+
+
+def bound_rope(a, b):
+    """Per rotated pair (a, b) with float32 theta given: cosf/sinf (1 ulp each), two products and
+    a sum or difference (FMA or not): |err| <= 4u (|a| + |b|)."""
+    return 4.01 * OPS_U * (np.abs(a) + np.abs(b)) + OPS_ATOL
+
+
+def bound_attn(q, K, V, scale, ref_scores, probs):
+    """q (hd,), K/V (n_pos, hd) float64 copies of the float32 inputs; ref_scores = scale*K@q;
+    probs = softmax(ref_scores). Score p carries a float32 dot-product error
+    ds_p <= gamma(hd+1) * scale * sum|q k_p| (+ rounding of the scale product); a softmax output's
+    relative error is at most ds_p + max ds + its exp/normalisation error as in bound_softmax;
+    the weighted sum of V rows adds gamma(n_pos) * sum p|v|."""
+    n_pos, hd = K.shape
+    ds = gamma(hd + 1) * abs(scale) * (np.abs(K) @ np.abs(q)) + OPS_U * np.abs(ref_scores)
+    d = ref_scores.max() - ref_scores
+    rel = ds + ds.max() + OPS_U * (d + (probs * d).sum() + OPS_EXP_ULP * 2 + 3.01)
+    pv = probs[:, None] * np.abs(V)
+    return (rel[:, None] * pv).sum(0) + gamma(n_pos + 1) * pv.sum(0) + OPS_ATOL
+
+
+def bound_sum(x):
+    # recursive float32 summation (the scalar twin); SIMD lanes only shorten the chains
+    return gamma(len(x)) * np.abs(x.astype(np.float64)).sum() + OPS_ATOL
