@@ -27,6 +27,7 @@ cdef extern from "fastcpu/fastcpu.h" nogil:
                 float *y, int threads, void *work)
     const char *fc_gemm_check(int qtype, int64_t rows, int64_t cols, int64_t n, int threads)
     void fc_dequantize(int qtype, const void *src, float *dst, int64_t n)
+    int fc_quantize(int qtype, const float *src, void *dst, int64_t n)
     double fc_membw(size_t nbytes, int threads, int passes)
     ctypedef struct fc_weight:
         int qtype

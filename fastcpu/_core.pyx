@@ -111,6 +111,18 @@ def dequantize(int qtype, const uint8_t[::1] src, float[::1] dst):
         fc_dequantize(qtype, &src[0], &dst[0], n)
 
 
+def quantize(int qtype, const float[::1] src, uint8_t[::1] dst):
+    cdef int64_t n = src.shape[0]
+    cdef size_t nb = fc_row_bytes(qtype, n)
+    if nb == 0 or <size_t>dst.shape[0] < nb:
+        raise ValueError("destination too small or count not a whole number of blocks")
+    cdef int rc
+    with nogil:
+        rc = fc_quantize(qtype, &src[0], &dst[0], n)
+    if rc != 0:
+        raise ValueError("no quantizer for this qtype")
+
+
 def membw(size_t nbytes, int threads, int passes):
     cdef double r
     with nogil:

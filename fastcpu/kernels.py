@@ -242,6 +242,39 @@ def dequantize(w, qtype) -> np.ndarray:
     return out
 
 
+# formats fc_quantize can produce from float32
+QUANTIZABLE = ("Q4_K", "Q6_K")
+
+
+def quantize(x, qtype) -> np.ndarray:
+    """GGUF blocks of `qtype` for float32 x of shape (rows, cols) (or (cols,)): uint8 of shape
+    (rows, row_bytes). Not ggml's quantizer, but valid blocks whose dequantization is close to x
+    (each scale rounded up so that nothing clips; see csrc/kernels/kquant_scalar.c for the bound)."""
+    q = qtype_id(qtype)
+    if QTYPE_NAMES[q] not in QUANTIZABLE:
+        raise ValueError(f"no quantizer for {QTYPE_NAMES[q]}; can quantize: {', '.join(QUANTIZABLE)}")
+    if not isinstance(x, np.ndarray):
+        raise TypeError(f"x must be a numpy array, got {type(x).__name__}")
+    if x.dtype != np.float32:
+        raise TypeError(f"x must be float32, got {x.dtype}")
+    if x.ndim not in (1, 2):
+        raise ValueError(f"x must be 1-D or 2-D, got shape {x.shape}")
+    x2 = np.ascontiguousarray(x.reshape(1, -1) if x.ndim == 1 else x)
+    rows, cols = x2.shape
+    if rows == 0:
+        raise ValueError("x has no rows")
+    bs = _core.block_size(q)
+    if cols == 0 or cols % bs:
+        raise ValueError(f"{QTYPE_NAMES[q]} rows hold whole blocks of {bs} values; got {cols} columns")
+    if not np.isfinite(x2).all():
+        raise ValueError("x contains NaN or infinity")
+    if np.abs(x2).max() > 1e6:
+        raise ValueError("x has values beyond 1e6: the fp16 block scales could overflow")
+    out = np.empty((rows, _core.row_bytes(q, cols)), np.uint8)
+    _core.quantize(q, x2.reshape(-1), out.reshape(-1))
+    return out
+
+
 def membw(nbytes: int = 1 << 30, threads=None, passes: int = 11) -> float:
     """The machine's streaming-read bandwidth in GB/s (1e9 bytes/s), median of `passes` passes over
     a buffer first touched by the reading threads."""

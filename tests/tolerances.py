@@ -104,3 +104,29 @@ def bound_attn(q, K, V, scale, ref_scores, probs):
 def bound_sum(x):
     # recursive float32 summation (the scalar twin); SIMD lanes only shorten the chains
     return gamma(len(x)) * np.abs(x.astype(np.float64)).sum() + OPS_ATOL
+
+
+# weight quantizer (fastcpu.kernels.quantize): the bound it states in csrc/kernels/kquant_scalar.c,
+# with 1% slack for the float32 arithmetic of its scales. fp16 scales rounded up grow by at most a
+# relative 2^-10 (inside the slack) plus the smallest subnormal step 2^-24 (tiny inputs).
+FP16_STEP_MIN = 2.0 ** -24
+
+def quantize_bound(qtype: str, X: np.ndarray) -> np.ndarray:
+    """Per-element bound on |dequantize(quantize(X)) - X| for X of shape (rows, cols)."""
+    X = X.astype(np.float64)
+    rows, k = X.shape
+    amax = np.abs(X).reshape(rows, k // 256, 256).max(axis=2)
+    amax = np.repeat(amax, 256, axis=1)
+    if qtype == "Q4_K":
+        s = X.reshape(rows, k // 32, 32)
+        lo = np.minimum(s.min(axis=2), 0.0)
+        hi = s.max(axis=2)
+        rng_s = np.repeat(hi - lo, 32, axis=1)
+        dmin = amax / 63.0 + FP16_STEP_MIN
+        d = (2.0 * amax + dmin) / (15.0 * 63.0) + FP16_STEP_MIN
+        return 1.01 * (rng_s / 30.0 + dmin / 30.0 + d / 2.0) + 1e-30
+    if qtype == "Q6_K":
+        a = np.repeat(np.abs(X).reshape(rows, k // 16, 16).max(axis=2), 16, axis=1)
+        d = amax / (31.0 * 127.0) + FP16_STEP_MIN
+        return 1.01 * (a / 62.0 + d / 2.0) + 1e-30
+    raise ValueError(qtype)
