@@ -3,6 +3,7 @@ from __future__ import annotations
 
 from . import kernels
 from .kernels import ISAError
+from .gguf import ModelFormatError
 
 __version__ = "0.1.0"
 
@@ -21,4 +22,4 @@ def cpu_info() -> dict:
     return info
 
 
-__all__ = ["kernels", "cpu_info", "ISAError", "__version__"]
+__all__ = ["kernels", "cpu_info", "ISAError", "ModelFormatError", "__version__"]
