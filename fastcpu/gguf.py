@@ -236,13 +236,21 @@ class GGUFFile:
             raise ModelFormatError(f"tensor count {n_tensors} is impossible for a file of {size} bytes")
 
         meta: dict[str, object] = {}
+        mtypes: dict[str, tuple] = {}
         for i in range(n_kv):
             key = _decode_name(c.string_bytes(f"metadata key #{i}"), f"metadata key #{i}")
             if key in meta:
                 raise ModelFormatError(f"duplicate metadata key {key!r}")
             vtype = c.u32(f"value type of {key!r}")
+            if vtype == T_ARRAY:
+                c.need(4, f"array item type of {key!r}")
+                mtypes[key] = (vtype, struct.unpack_from("<I", mm, c.pos)[0])
+            else:
+                mtypes[key] = (vtype, None)
             meta[key] = self._value(c, vtype, key, 0)
         self.metadata = meta
+        # key -> (GGUF value type, array item type or None): what a writer needs to copy a value
+        self.metadata_types = mtypes
 
         align = meta.get("general.alignment", DEFAULT_ALIGNMENT)
         if isinstance(align, bool) or not isinstance(align, int):

@@ -392,3 +392,10 @@ def test_fuzz_mutations(tmp_path, sample):
     summary = r.stdout.strip().splitlines()[-1]
     ok, bad = (int(x) for x in summary.split()[1:3])
     assert ok + bad == 400 and bad > 100, summary
+
+
+def test_metadata_types(sample):
+    with GGUFFile(sample[0]) as g:
+        for k, (v, vt, st) in SAMPLE_META.items():
+            assert g.metadata_types[k] == (int(vt), None if st is None else int(st)), k
+        assert g.metadata_types["general.alignment"] == (int(gguf.GGUFValueType.UINT32), None)
