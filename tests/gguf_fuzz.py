@@ -39,14 +39,25 @@ def mutate(rng: random.Random, data: bytes, header_end: int) -> bytes:
     return bytes(b)
 
 
-def touch(g: GGUFFile) -> int:
+def touch(g: GGUFFile, size: int) -> int:
+    """Reads everything an accepted file offers and checks the reader's promises about it."""
     s = 0
     for k, v in g.metadata.items():
         s += len(k) + (len(v) if isinstance(v, (str, list)) else 0)
-    for name, t in g.tensors.items():
-        s += int(g.raw(name).sum())
+    a = g.alignment
+    assert a > 0 and a & (a - 1) == 0, a
+    assert g.data_offset % a == 0
+    end = 0
+    for t in sorted(g.tensors.values(), key=lambda t: t.offset):
+        assert t.offset >= max(end, g.data_offset) and t.offset + t.nbytes <= size, t
+        assert (t.offset - g.data_offset) % a == 0, t
+        assert 1 <= len(t.ne) <= 4 and all(d > 0 for d in t.ne) and t.shape == t.ne[::-1], t
+        end = t.offset + t.nbytes
+        r = g.raw(t.name)
+        assert r.nbytes == t.nbytes and r.shape[0] == t.rows, t
+        s += int(r.sum())
         if t.qtype_name in ("F32", "F16", "BF16"):
-            s += g.array(name).size
+            s += g.array(t.name).size
     return s
 
 
@@ -66,7 +77,7 @@ def main() -> int:
                 f.write(m)
             try:
                 with GGUFFile(tmp) as g:
-                    touch(g)
+                    touch(g, len(m))
                 ok += 1
             except ModelFormatError:
                 bad += 1
