@@ -19,6 +19,7 @@ and uses --vocab.
 from __future__ import annotations
 
 import argparse
+import hashlib
 import math
 import os
 import sys
@@ -278,7 +279,9 @@ def synthetic_model(preset: str, fmt: str, progress: bool = False, **over) -> st
     from fastcpu.hub import cache_dir
 
     cfg = config(preset, format=fmt, **over)
-    extra = "".join(f"-{k}{v}" for k, v in sorted(over.items()) if v is not None)
+    over = {k: v for k, v in over.items() if v is not None}
+    # settings beyond the preset (a tokenizer path among them) go into the name as a short digest
+    extra = "-" + hashlib.sha256(repr(sorted(over.items())).encode()).hexdigest()[:10] if over else ""
     out = os.path.join(cache_dir(), "synthetic", f"{preset}-{cfg['format']}{extra}.gguf")
     if not os.path.isfile(out):
         os.makedirs(os.path.dirname(out), exist_ok=True)

@@ -109,6 +109,9 @@ def resolve(model=None, download: bool = True, progress: bool = True) -> str:
         model = os.fspath(model)
     if not isinstance(model, str):
         raise TypeError(f"model must be a path or a name, got {type(model).__name__}")
+    expanded = os.path.expanduser(model)
+    if os.path.isfile(expanded):
+        return expanded
     if model in KNOWN_MODELS:
         p = model_path(model)
         if os.path.isfile(p):
@@ -123,9 +126,6 @@ def resolve(model=None, download: bool = True, progress: bool = True) -> str:
         if not download:
             raise HubError(f"{model} is not in the cache ({p}); run `fastcpu pull {model}`")
         return pull(model, progress=progress)
-    expanded = os.path.expanduser(model)
-    if os.path.isfile(expanded):
-        return expanded
     if os.path.isdir(expanded):
         raise UnknownModelError(f"{model!r} is a directory, not a GGUF file")
     raise UnknownModelError(

