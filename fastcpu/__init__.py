@@ -3,6 +3,7 @@ from __future__ import annotations
 
 from . import kernels
 from .kernels import ISAError
+from .gguf import ModelFormatError
 
 __version__ = "0.1.0"
 
@@ -43,4 +44,5 @@ def cpu_info() -> dict:
     return info
 
 
-__all__ = ["kernels", "cpu_info", "get_include", "get_library_dir", "ISAError", "__version__"]
+__all__ = ["kernels", "cpu_info", "get_include", "get_library_dir", "ISAError", "ModelFormatError",
+           "__version__"]

@@ -130,3 +130,39 @@ def quantize_bound(qtype: str, X: np.ndarray) -> np.ndarray:
         d = amax / (31.0 * 127.0) + FP16_STEP_MIN
         return 1.01 * (a / 62.0 + d / 2.0) + 1e-30
     raise ValueError(qtype)
+
+# ---- re-quantization (fastcpu.convert): error of quantizing exact float32 values once ----
+# Per block of 32 (amax = max |x|, lo/hi = min/max): round-to-nearest gives d/2, except that the
+# symmetric formats put the largest-magnitude value at -8d (Q4_0) / -16d (Q5_0), so a value of
+# the opposite sign and equal magnitude clips to +7d / +15d: error up to d. The fp16 scale d
+# (and min m) add |q| * |d - fp16(d)| <= amax * 2^-11 (+ |m| * 2^-11), and fp16 subnormals an
+# absolute 2^-25 per unit of |q|.
+REQUANT_FP16_REL = 2.0 ** -11
+FP16_SUBNORMAL_ULP = 2.0 ** -24
+
+
+def requant_bound(qtype: str, x: np.ndarray) -> np.ndarray:
+    """Per-element bound on |dequant(quant(x)) - x| for x of shape (rows, cols)."""
+    x = x.astype(np.float64)
+    if qtype == "F16":
+        return np.abs(x) * REQUANT_FP16_REL + FP16_SUBNORMAL_ULP / 2
+    if qtype == "BF16":
+        return np.abs(x) * 2.0 ** -8 + 1e-38
+    rows, cols = x.shape
+    b = x.reshape(rows, cols // 32, 32)
+    amax = np.abs(b).max(axis=2, keepdims=True)
+    lo, hi = b.min(axis=2, keepdims=True), b.max(axis=2, keepdims=True)
+    if qtype == "Q8_0":
+        e = amax / 254 + amax * REQUANT_FP16_REL + 127 * FP16_SUBNORMAL_ULP / 2
+    elif qtype == "Q4_0":
+        e = amax / 8 + amax * REQUANT_FP16_REL + 8 * FP16_SUBNORMAL_ULP / 2
+    elif qtype == "Q5_0":
+        e = amax / 16 + amax * REQUANT_FP16_REL + 16 * FP16_SUBNORMAL_ULP / 2
+    elif qtype in ("Q4_1", "Q5_1"):
+        levels = 15 if qtype == "Q4_1" else 31
+        e = ((hi - lo) / (2 * levels) + ((hi - lo) + np.abs(lo)) * REQUANT_FP16_REL
+             + (levels + 1) * FP16_SUBNORMAL_ULP / 2)
+    else:
+        raise KeyError(qtype)
+    e = e * (1 + 1e-5) + amax * 1e-6  # float32 arithmetic in the quantizer
+    return np.broadcast_to(e, b.shape).reshape(rows, cols)
