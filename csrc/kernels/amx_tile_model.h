@@ -95,7 +95,6 @@ static inline void fcsim_ldtilecfg(const void *cfg64) {
         if (colsb[i] > FCSIM_COLSB) { fcsim_raise("#GP ldtilecfg: colsb > 64"); return; }
         if ((rows[i] == 0) != (colsb[i] == 0)) { fcsim_raise("#GP ldtilecfg: rows/colsb only one zero"); return; }
     }
-    if (c[1] >= 16 ) { fcsim_raise("#GP ldtilecfg: start_row out of range"); return; }
     memset(fcsim.t, 0, sizeof fcsim.t);
     fcsim.palette = 1;
     fcsim.start_row = c[1];
