@@ -427,6 +427,24 @@ def test_sim_small_batch_switch(qtype):
         _check(qtype, w, X, Yt)
 
 
+@pytest.mark.parametrize("qtype", ["F32", "F16", "BF16", "Q8_0", "Q4_0"])
+def test_prepare_at_every_level(isa, qtype):
+    """prepare() works at every level; where it keeps the GGUF layout it is kernels.gemm exactly."""
+    if not kernels.qtype_supported(qtype) and isa != "amx_sim":
+        pytest.skip(f"no {qtype} kernel at {isa} yet")
+    rng = np.random.default_rng(9)
+    cols = 96
+    w = random_weights(qtype, 19, cols, rng)
+    X = activations(6, cols, rng)
+    p = kernels.prepare(w, qtype)
+    assert p.isa in kernels.ALL_ISAS and p.shape == (19, cols)
+    Y = p.gemm(X)
+    if p.layout == 0:
+        assert p.owned_bytes == 0
+        np.testing.assert_array_equal(Y, kernels.gemm(w, qtype, X))
+    _check(qtype, w, X, Y)
+
+
 # ---------------------------------------------------------------- dispatch
 
 def _run_py(code, **env):

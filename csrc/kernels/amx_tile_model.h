@@ -30,6 +30,7 @@
  *    NOTE: the older Intel intrinsics guide writes the accumulation as two sequential
  *    "dst += a*b" steps per k; the rounding differs in the last bit. The native test
  *    (tests/test_amx.py::test_model_matches_hardware) compares the model with real tiles.
+ *    Not modelled: NaN payload/sign rules (C's are used; the kernels never feed NaN or Inf).
  *  - TILERELEASE returns to the init state (unconfigured, zero).
  *
  * A fault does not execute the instruction; it records a message in fcsim.fault (the first one
