@@ -233,6 +233,71 @@ def gemv(w, qtype, x, out=None, threads=None) -> np.ndarray:
     return y
 
 
+class Prepared:
+    """A weight matrix prepared once for the level in use (repacked behind a layout tag when that
+    level's preferred kernel wants it, e.g. AMX tiles). Made by prepare(); keeps `w` alive."""
+
+    def __init__(self, w, qtype):
+        q = qtype_id(qtype)
+        w2, rows, cols = _weights(w, q)
+        self.qtype = QTYPE_NAMES[q]
+        self.rows, self.cols = rows, cols
+        self._w = _core.PreparedWeight(q, w2, rows, cols)
+
+    @property
+    def layout(self) -> int:
+        """0: GGUF blocks as stored; anything else: a kernel-private layout."""
+        return self._w.layout
+
+    @property
+    def isa(self) -> str:
+        """The level whose kernel reads these weights."""
+        return self._w.isa
+
+    @property
+    def owned_bytes(self) -> int:
+        """Bytes of the repacked copy (0 when the stored blocks are used as they are)."""
+        return self._w.owned_bytes
+
+    @property
+    def shape(self) -> tuple:
+        return (self.rows, self.cols)
+
+    def gemm(self, X, out=None, threads=None) -> np.ndarray:
+        """Y = X @ W^T for X of shape (n, cols); returns (n, rows) float32."""
+        X = _activations(X, self.cols, 2, "X")
+        y = _out(out, (X.shape[0], self.rows))
+        self._w.gemm(X, y, _threads(threads))
+        return y
+
+    def __repr__(self):
+        return (f"Prepared({self.qtype}, {self.rows}x{self.cols}, isa={self.isa}, "
+                f"layout={self.layout:#x}, owned_bytes={self.owned_bytes})")
+
+
+def prepare(w, qtype) -> Prepared:
+    """Prepares weights (same forms as gemm's `w`) for repeated GEMMs at the level in use."""
+    return Prepared(w, qtype)
+
+
+def amx_min_rows() -> int:
+    """Activation rows below which the AMX kernels hand a GEMM to the level below."""
+    return _core.amx_min_rows()
+
+
+@contextlib.contextmanager
+def amx_min_rows_set(n: int):
+    """Temporarily change the AMX small-batch switch (tests, benchmarks); n=1: always tiles."""
+    if isinstance(n, bool) or not isinstance(n, (int, np.integer)) or n < 1:
+        raise ValueError(f"n must be a positive int, got {n!r}")
+    prev = _core.amx_min_rows()
+    _core.amx_set_min_rows(int(n))
+    try:
+        yield
+    finally:
+        _core.amx_set_min_rows(prev)
+
+
 def dequantize(w, qtype) -> np.ndarray:
     """Float32 values of GGUF blocks: w of shape (rows, row_bytes) -> (rows, cols)."""
     q = qtype_id(qtype)

@@ -8,7 +8,9 @@ at most d/2 = amax/254. That gives a rigorous bound on a dot product's error:
 
 plus float32 accumulation/rounding of scales, bounded by REL_FLOAT * sum_i |w_i x_i|.
 Float formats have no activation quantization; BF16 activations (vdpbf16ps) round x to 8 bits of
-mantissa: |error| <= 2^-8 * sum_i |w_i x_i|.
+mantissa: |error| <= 2^-8 * sum_i |w_i x_i|. F16 weights on the AMX-BF16 path are rounded to bf16 at
+load as well (bf16_weights): another 2^-8 * sum_i |w_i x_i| (the cross term 2^-16 is inside
+REL_FLOAT).
 """
 import numpy as np
 
@@ -25,12 +27,15 @@ REL_FLOAT = 2e-4
 REL_BF16_ACT = 2.0 ** -8
 
 
-def gemm_bound(qtype: str, W: np.ndarray, X: np.ndarray, bf16_acts: bool = False) -> np.ndarray:
+def gemm_bound(qtype: str, W: np.ndarray, X: np.ndarray, bf16_acts: bool = False,
+               bf16_weights: bool = False) -> np.ndarray:
     """Per-element error bound for Y = X @ W.T given dequantized W (rows, k) and exact X (n, k)."""
     W = np.abs(W.astype(np.float64))
     Xa = np.abs(X.astype(np.float64))
     bound = REL_FLOAT * (Xa @ W.T) + 1e-6
     if bf16_acts:
+        bound += REL_BF16_ACT * (Xa @ W.T)
+    if bf16_weights:
         bound += REL_BF16_ACT * (Xa @ W.T)
     blk = ACT_BLOCK[qtype]
     if blk:
