@@ -138,6 +138,20 @@ const char *fc_gemm_check(int qtype, int64_t rows, int64_t cols, int64_t n, int 
     return NULL;
 }
 
+/* Like fc_gemm_check for fc_weight_prepare: a format may have only a packed kernel. */
+const char *fc_weight_check(int qtype, int64_t rows, int64_t cols) {
+    if (!known(qtype)) return "unknown qtype";
+    const fc_table *t = fc_tab();
+    if (!t->q[qtype].gemm && !t->qp[qtype].gemm) return "no kernel for this qtype";
+    if (rows <= 0) return "rows must be positive";
+    if (cols <= 0 || cols % formats[qtype].block) return "cols must be a positive multiple of the block size";
+    return NULL;
+}
+
+int fc_amx_min_rows = FC_AMX_MIN_ROWS;
+void fc_amx_set_min_rows(int n) { fc_amx_min_rows = n < 1 ? 1 : n; }
+int fc_amx_get_min_rows(void) { return fc_amx_min_rows; }
+
 static size_t act_stride(const fc_qkernel *k, int64_t cols) {
     return (k->act_row_bytes(cols) + FC_ALIGN - 1) & ~(size_t)(FC_ALIGN - 1);
 }
@@ -168,8 +182,8 @@ static void gemm_task(void *ctx, int ith, int nth) {
     if (r0 < r1) j->kern->gemm(&j->a, r0, r1);
 }
 
-static int run_gemm(const fc_qkernel *kern, const void *w, size_t w_row_bytes, int64_t rows, int64_t cols,
-                    const float *x, int64_t n, float *y, int threads, void *work) {
+static int run_gemm(const fc_qkernel *kern, const void *w, const void *w_raw, size_t w_row_bytes, int64_t rows,
+                    int64_t cols, const float *x, int64_t n, float *y, int threads, void *work) {
     int nth = fc_resolve_threads(threads);
     void *own = NULL;
     if (!work) {
@@ -188,6 +202,7 @@ static int run_gemm(const fc_qkernel *kern, const void *w, size_t w_row_bytes, i
     j.a.n = n;
     j.a.y = y;
     j.a.ldy = rows;
+    j.a.w_raw = w_raw;
 
     /* Rows go out in contiguous chunks (a multiple of the kernel's row alignment, 16 by default:
      * the AMX tile height) so that each thread streams its own run of bytes; too few rows to
@@ -210,7 +225,7 @@ static int run_gemm(const fc_qkernel *kern, const void *w, size_t w_row_bytes, i
 
 int fc_gemm(int qtype, const void *w, int64_t rows, int64_t cols, const float *x, int64_t n,
             float *y, int threads, void *work) {
-    return run_gemm(&fc_tab()->q[qtype], w, fc_row_bytes(qtype, cols), rows, cols, x, n, y, threads, work);
+    return run_gemm(&fc_tab()->q[qtype], w, NULL, fc_row_bytes(qtype, cols), rows, cols, x, n, y, threads, work);
 }
 
 int fc_weight_prepare(fc_weight *w, int qtype, const void *data, int64_t rows, int64_t cols) {
@@ -225,6 +240,8 @@ int fc_weight_prepare(fc_weight *w, int qtype, const void *data, int64_t rows, i
     w->kernel = k;
     w->layout = k->layout;
     w->data = data;
+    w->src = data;
+    if (!k->gemm) return -2;
     if (k->layout != 0) {
         size_t nb = k->packed_bytes(rows, cols);
         if (posix_memalign(&w->owned, FC_ALIGN, nb)) return -1;
@@ -245,7 +262,7 @@ size_t fc_gemm_w_work_bytes(const fc_weight *w, int64_t n) {
 }
 
 int fc_gemm_w(const fc_weight *w, const float *x, int64_t n, float *y, int threads, void *work) {
-    return run_gemm(w->kernel, w->data, w->row_bytes, w->rows, w->cols, x, n, y, threads, work);
+    return run_gemm(w->kernel, w->data, w->layout ? w->src : NULL, w->row_bytes, w->rows, w->cols, x, n, y, threads, work);
 }
 
 void fc_dequantize(int qtype, const void *src, float *dst, int64_t n) {

@@ -34,6 +34,10 @@ typedef struct {
     int64_t n;            /* activation rows */
     float *y;             /* [n][ldy] */
     int64_t ldy;
+    /* GGUF rows as stored (w_row_bytes each) when `w` is a repacked layout made from them, else
+     * NULL. A packed kernel reads it only to hand small batches to the kernel it was built over
+     * (see FC_AMX_MIN_ROWS). */
+    const uint8_t *w_raw;
 } fc_gemm_args;
 
 typedef struct {
@@ -76,7 +80,7 @@ typedef struct {
      * scores is scratch of n_pos floats. */
     void (*attn_head)(float *out, const float *q, const float *k, const float *v, int64_t n_pos,
                       int64_t head_dim, int64_t kv_stride, float scale, float *scores);
-    /* Sum of squares of n floats (streaming read; used by membw). */
+    /* Sum of n floats (a streaming read: the yardstick fc_membw times). */
     double (*sum_read)(const float *x, int64_t n);
 } fc_ops;
 
@@ -90,6 +94,21 @@ typedef struct {
 FC_API const fc_table *fc_tab(void);
 /* Table of a given level (tests, benchmarks). */
 FC_API const fc_table *fc_tab_for(fc_isa isa);
+
+/* ---- AMX ----
+ * Below this many activation rows the packed AMX kernels hand the work to the kernel of the level
+ * below them (AVX-512 VNNI / BF16 over the GGUF rows): with fewer than a tile's worth of rows the
+ * tiles sit mostly idle while the per-block store+scale work stays, and batch 1..4 was reported
+ * faster on the VNNI path. benchmarks/bench_amx.py measures the crossover; tune it there.
+ * fc_amx_min_rows holds the value in use (tests set it to 1 to force the tile path). */
+#define FC_AMX_MIN_ROWS 5
+extern int fc_amx_min_rows;
+FC_API void fc_amx_set_min_rows(int n);
+FC_API int fc_amx_get_min_rows(void);
+/* Test hooks: run a tile program (ops: 6 int64 each, see amx_kernels.inc) on the tile model
+ * (_amxsim) or the real tiles (_amx). Return NULL or the first fault the model raised. */
+FC_API const char *fc_amx_test_exec_amxsim(const int64_t *ops, int nops, uint8_t *mem);
+FC_API const char *fc_amx_test_exec_amx(const int64_t *ops, int nops, uint8_t *mem);
 
 /* ---- threads ---- */
 typedef void (*fc_task_fn)(void *ctx, int ith, int nth);

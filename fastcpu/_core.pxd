@@ -26,7 +26,9 @@ cdef extern from "fastcpu/fastcpu.h" nogil:
     int fc_gemm(int qtype, const void *w, int64_t rows, int64_t cols, const float *x, int64_t n,
                 float *y, int threads, void *work)
     const char *fc_gemm_check(int qtype, int64_t rows, int64_t cols, int64_t n, int threads)
+    const char *fc_weight_check(int qtype, int64_t rows, int64_t cols)
     void fc_dequantize(int qtype, const void *src, float *dst, int64_t n)
+    int fc_quantize(int qtype, const float *src, void *dst, int64_t n)
     double fc_membw(size_t nbytes, int threads, int passes)
     ctypedef struct fc_weight:
         int qtype
@@ -64,4 +66,9 @@ cdef extern from "fc_internal.h" nogil:
         fc_qkernel qp[31]
         fc_ops ops
     const fc_table *fc_tab()
+    void fc_amx_set_min_rows(int n)
+    int fc_amx_get_min_rows()
+    int FC_AMX_MIN_ROWS
+    const char *fc_amx_test_exec_amxsim(const int64_t *ops, int nops, uint8_t *mem)
+    const char *fc_amx_test_exec_amx(const int64_t *ops, int nops, uint8_t *mem)
     const fc_table *fc_tab_for(fc_isa isa)

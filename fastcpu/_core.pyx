@@ -111,6 +111,18 @@ def dequantize(int qtype, const uint8_t[::1] src, float[::1] dst):
         fc_dequantize(qtype, &src[0], &dst[0], n)
 
 
+def quantize(int qtype, const float[::1] src, uint8_t[::1] dst):
+    cdef int64_t n = src.shape[0]
+    cdef size_t nb = fc_row_bytes(qtype, n)
+    if nb == 0 or <size_t>dst.shape[0] < nb:
+        raise ValueError("destination too small or count not a whole number of blocks")
+    cdef int rc
+    with nogil:
+        rc = fc_quantize(qtype, &src[0], &dst[0], n)
+    if rc != 0:
+        raise ValueError("no quantizer for this qtype")
+
+
 def membw(size_t nbytes, int threads, int passes):
     cdef double r
     with nogil:
@@ -129,13 +141,16 @@ cdef class PreparedWeight:
 
     def __cinit__(self, int qtype, const uint8_t[:, ::1] data, int64_t rows, int64_t cols):
         self.ready = False
-        cdef const char *err = fc_gemm_check(qtype, rows, cols, 1, 1)
+        cdef const char *err = fc_weight_check(qtype, rows, cols)
         if err != NULL:
             raise ValueError(err.decode())
         if data.shape[0] != rows or <size_t>data.shape[1] != fc_row_bytes(qtype, cols):
             raise ValueError("weight array shape disagrees with rows/cols/qtype")
         self.src = data
-        if fc_weight_prepare(&self.w, qtype, &data[0, 0], rows, cols) != 0:
+        cdef int rc = fc_weight_prepare(&self.w, qtype, &data[0, 0], rows, cols)
+        if rc == -2:
+            raise ValueError("no kernel for this qtype")
+        if rc != 0:
             raise MemoryError("could not allocate the repacked weights")
         self.ready = True
 
@@ -170,6 +185,47 @@ cdef class PreparedWeight:
             rc = fc_gemm_w(&self.w, &x[0, 0], n, &y[0, 0], threads, NULL)
         if rc != 0:
             raise MemoryError("fc_gemm_w could not allocate its work buffer")
+
+
+# ---- AMX: small-batch switch and tile-program test hooks ----
+def amx_min_rows():
+    return fc_amx_get_min_rows()
+
+
+def amx_default_min_rows():
+    return FC_AMX_MIN_ROWS
+
+
+def amx_set_min_rows(int n):
+    fc_amx_set_min_rows(n)
+
+
+def amx_test_exec(bint hardware, const int64_t[:, ::1] ops, uint8_t[::1] mem):
+    """Runs a tile program (rows of {code, t, a, b, offset, stride}, see amx_kernels.inc) on the tile
+    model, or on the real tiles when `hardware`. Returns the model's first fault or None."""
+    cdef int64_t i, off, stride
+    cdef Py_ssize_t nbytes = mem.shape[0]
+    if ops.shape[1] != 6:
+        raise ValueError("ops must have 6 columns")
+    for i in range(ops.shape[0]):
+        off, stride = ops[i, 4], ops[i, 5]
+        if ops[i, 0] in (1, 3, 4):
+            # a tile spans at most 16 rows of 64 bytes; the configuration is 64 bytes
+            if off < 0 or stride < 0 or off + 15 * stride + 64 > nbytes:
+                raise ValueError(f"op {i}: memory operand out of the arena")
+    if hardware:
+        ok = fc_isa_supported(5, NULL)
+        if not ok:
+            raise RuntimeError("this CPU cannot run AMX")
+    cdef const char *f
+    cdef int n = <int>ops.shape[0]
+    if n == 0:
+        return None
+    if hardware:
+        f = fc_amx_test_exec_amx(&ops[0, 0], n, &mem[0])
+    else:
+        f = fc_amx_test_exec_amxsim(&ops[0, 0], n, &mem[0])
+    return None if f == NULL else f.decode()
 
 
 # ---- ops of one level, for tests and benchmarks (the model calls them from C) ----

@@ -87,7 +87,10 @@ def use_isa(name: str):
 def _check_env_override() -> None:
     want = os.environ.get("FASTCPU_ISA", "").strip()
     if want:
-        set_isa(want)  # raises with what is missing
+        try:
+            set_isa(want)  # raises with what is missing
+        except (ISAError, ValueError) as e:
+            raise type(e)(f"environment variable FASTCPU_ISA={want!r}: {e}") from None
 
 
 def qtype_id(qtype) -> int:
@@ -203,10 +206,16 @@ def _out(out, shape) -> np.ndarray:
     return out
 
 
+def _require_kernel(q: int) -> None:
+    if not _core.qtype_supported(q):
+        raise ValueError(f"no {QTYPE_NAMES[q]} kernel in this build (ISA level {isa()})")
+
+
 def gemm(w, qtype, X, out=None, threads=None) -> np.ndarray:
     """Y = X @ W^T for X of shape (n, cols); returns (n, rows) float32."""
     q = qtype_id(qtype)
     w2, rows, cols = _weights(w, q)
+    _require_kernel(q)
     X = _activations(X, cols, 2, "X")
     y = _out(out, (X.shape[0], rows))
     _core.gemm(q, w2, rows, cols, X, y, _threads(threads))
@@ -217,10 +226,76 @@ def gemv(w, qtype, x, out=None, threads=None) -> np.ndarray:
     """y = W x for x of shape (cols,); returns (rows,) float32."""
     q = qtype_id(qtype)
     w2, rows, cols = _weights(w, q)
+    _require_kernel(q)
     x = _activations(x, cols, 1, "x")
     y = _out(out, (rows,))
     _core.gemm(q, w2, rows, cols, x.reshape(1, cols), y.reshape(1, rows), _threads(threads))
     return y
+
+
+class Prepared:
+    """A weight matrix prepared once for the level in use (repacked behind a layout tag when that
+    level's preferred kernel wants it, e.g. AMX tiles). Made by prepare(); keeps `w` alive."""
+
+    def __init__(self, w, qtype):
+        q = qtype_id(qtype)
+        w2, rows, cols = _weights(w, q)
+        self.qtype = QTYPE_NAMES[q]
+        self.rows, self.cols = rows, cols
+        self._w = _core.PreparedWeight(q, w2, rows, cols)
+
+    @property
+    def layout(self) -> int:
+        """0: GGUF blocks as stored; anything else: a kernel-private layout."""
+        return self._w.layout
+
+    @property
+    def isa(self) -> str:
+        """The level whose kernel reads these weights."""
+        return self._w.isa
+
+    @property
+    def owned_bytes(self) -> int:
+        """Bytes of the repacked copy (0 when the stored blocks are used as they are)."""
+        return self._w.owned_bytes
+
+    @property
+    def shape(self) -> tuple:
+        return (self.rows, self.cols)
+
+    def gemm(self, X, out=None, threads=None) -> np.ndarray:
+        """Y = X @ W^T for X of shape (n, cols); returns (n, rows) float32."""
+        X = _activations(X, self.cols, 2, "X")
+        y = _out(out, (X.shape[0], self.rows))
+        self._w.gemm(X, y, _threads(threads))
+        return y
+
+    def __repr__(self):
+        return (f"Prepared({self.qtype}, {self.rows}x{self.cols}, isa={self.isa}, "
+                f"layout={self.layout:#x}, owned_bytes={self.owned_bytes})")
+
+
+def prepare(w, qtype) -> Prepared:
+    """Prepares weights (same forms as gemm's `w`) for repeated GEMMs at the level in use."""
+    return Prepared(w, qtype)
+
+
+def amx_min_rows() -> int:
+    """Activation rows below which the AMX kernels hand a GEMM to the level below."""
+    return _core.amx_min_rows()
+
+
+@contextlib.contextmanager
+def amx_min_rows_set(n: int):
+    """Temporarily change the AMX small-batch switch (tests, benchmarks); n=1: always tiles."""
+    if isinstance(n, bool) or not isinstance(n, (int, np.integer)) or n < 1:
+        raise ValueError(f"n must be a positive int, got {n!r}")
+    prev = _core.amx_min_rows()
+    _core.amx_set_min_rows(int(n))
+    try:
+        yield
+    finally:
+        _core.amx_set_min_rows(prev)
 
 
 def dequantize(w, qtype) -> np.ndarray:
@@ -232,11 +307,50 @@ def dequantize(w, qtype) -> np.ndarray:
     return out
 
 
+# formats fc_quantize can produce from float32
+QUANTIZABLE = ("Q4_K", "Q6_K")
+
+
+def quantize(x, qtype) -> np.ndarray:
+    """GGUF blocks of `qtype` for float32 x of shape (rows, cols) (or (cols,)): uint8 of shape
+    (rows, row_bytes). Not ggml's quantizer, but valid blocks whose dequantization is close to x
+    (each scale rounded up so that nothing clips; see csrc/kernels/kquant_scalar.c for the bound)."""
+    q = qtype_id(qtype)
+    if QTYPE_NAMES[q] not in QUANTIZABLE:
+        raise ValueError(f"no quantizer for {QTYPE_NAMES[q]}; can quantize: {', '.join(QUANTIZABLE)}")
+    if not isinstance(x, np.ndarray):
+        raise TypeError(f"x must be a numpy array, got {type(x).__name__}")
+    if x.dtype != np.float32:
+        raise TypeError(f"x must be float32, got {x.dtype}")
+    if x.ndim not in (1, 2):
+        raise ValueError(f"x must be 1-D or 2-D, got shape {x.shape}")
+    x2 = np.ascontiguousarray(x.reshape(1, -1) if x.ndim == 1 else x)
+    rows, cols = x2.shape
+    if rows == 0:
+        raise ValueError("x has no rows")
+    bs = _core.block_size(q)
+    if cols == 0 or cols % bs:
+        raise ValueError(f"{QTYPE_NAMES[q]} rows hold whole blocks of {bs} values; got {cols} columns")
+    if not np.isfinite(x2).all():
+        raise ValueError("x contains NaN or infinity")
+    if np.abs(x2).max() > 1e6:
+        raise ValueError("x has values beyond 1e6: the fp16 block scales could overflow")
+    out = np.empty((rows, _core.row_bytes(q, cols)), np.uint8)
+    _core.quantize(q, x2.reshape(-1), out.reshape(-1))
+    return out
+
+
 def membw(nbytes: int = 1 << 30, threads=None, passes: int = 11) -> float:
     """The machine's streaming-read bandwidth in GB/s (1e9 bytes/s), median of `passes` passes over
     a buffer first touched by the reading threads."""
+    if isinstance(nbytes, (bool, np.bool_)) or not isinstance(nbytes, (int, np.integer)):
+        raise TypeError(f"nbytes must be an int, got {type(nbytes).__name__}")
     if nbytes < (1 << 20):
         raise ValueError("nbytes must be at least 1 MiB")
+    if isinstance(passes, (bool, np.bool_)) or not isinstance(passes, (int, np.integer)):
+        raise TypeError(f"passes must be an int, got {type(passes).__name__}")
+    if not 1 <= passes <= 63:
+        raise ValueError(f"passes must be between 1 and 63, got {passes}")
     return _core.membw(int(nbytes), _threads(threads), int(passes)) / 1e9
 
 

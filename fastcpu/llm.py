@@ -89,10 +89,11 @@ class LLM:
         self.n_vocab = self.model.n_vocab
         self.tokenizer = Tokenizer.from_gguf_metadata(self.model.file.metadata)
         self.metadata = self.model.file.metadata
+        self._template = None
         self._cached: list[int] = []  # tokens whose keys/values the cache holds, positions 0..
         self._lock = threading.RLock()
         self.last_stats: dict = {}
-        stop = set(int(i) for i in getattr(self.tokenizer, "stop_ids", ()) or ())
+        stop = set(int(i) for i in self.tokenizer.stop_ids)
         eos = getattr(self.tokenizer, "eos_id", None)
         if eos is not None and eos >= 0:
             stop.add(int(eos))
@@ -226,26 +227,26 @@ class LLM:
             }
 
     # ---- chat ----
-    def render_chat(self, messages, add_generation_prompt: bool = True) -> str:
-        from . import chat as _chat
+    @property
+    def chat_template(self):
+        """The file's chat template (ChatML when it has none)."""
+        if self._template is None:
+            from .chat import ChatTemplate
 
-        return _chat.render(self.metadata, messages, add_generation_prompt=add_generation_prompt)
+            self._template = ChatTemplate.from_tokenizer(self.tokenizer, self.metadata.get("tokenizer.chat_template"))
+        return self._template
+
+    def render_chat(self, messages, add_generation_prompt: bool = True) -> str:
+        return self.chat_template.render(messages, add_generation_prompt)
 
     def chat(self, messages, max_tokens: int = 256, **kw):
         """Replies to `messages` ([{"role": ..., "content": ...}, ...]) through the model's chat
-        template. Same options as generate()."""
+        template, with the generation prompt. Same options as generate()."""
+        from .chat import encode_chat
+
         if not isinstance(messages, (list, tuple)) or not messages:
             raise ValueError("messages must be a non-empty list of {'role', 'content'} dicts")
-        for m in messages:
-            if not isinstance(m, dict) or "role" not in m or "content" not in m:
-                raise ValueError(f"each message needs 'role' and 'content', got {m!r}")
-        text = self.render_chat(messages)
-        bos = self.tokenizer.bos_id
-        add = True
-        if bos is not None and bos >= 0:
-            bos_text = self.tokenizer.token_to_piece(bos).decode("utf-8", "replace")
-            add = not (bos_text and text.startswith(bos_text))
-        ids = self.tokenize(text, add_special=add, parse_special=True)
+        ids = encode_chat(self.tokenizer, self.chat_template, list(messages), add_generation_prompt=True)
         return self.generate(ids, max_tokens=max_tokens, **kw)
 
     # ---- scoring ----

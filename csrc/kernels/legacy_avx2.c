@@ -1,4 +1,173 @@
-/* Placeholder: no kernels at this level yet; the level inherits the one below. */
-#include "fc_internal.h"
+/* Q4_0, Q4_1, Q5_0, Q5_1, Q8_0 weights against q8a activations (legacy_common.h), AVX2 + FMA + F16C.
+ * Twin of legacy_scalar.c (the specification).
+ *
+ * Instructions: vpmaddubsw (u8 x s8 -> pairwise int16 sums), vpmaddwd by ones (-> int32),
+ * vcvtdq2ps + vfmadd231ps per block; vpsignb/vpabsb for Q8_0; vcvtph2ps for the fp16 scales.
+ * No AVX-512 instruction anywhere in this file (it runs on AVX2-only CPUs).
+ *
+ * Overflow limits: vpmaddubsw saturates at int16. Its operands are an unsigned weight code and a
+ * signed activation with |a| <= 127 (q8a never produces -128):
+ *   Q4_0/Q4_1 codes 0..15:  |pair| <= 2 * 15 * 127  =  3810
+ *   Q5_0/Q5_1 codes 0..31:  |pair| <= 2 * 31 * 127  =  7874
+ *   Q8_0 |w| <= 128 (sign moved onto a): |pair| <= 2 * 128 * 127 = 32512 < 32767
+ * so it never saturates. The int32 lanes of one block hold at most 4 pairs (<= 130048), exact; the
+ * block is then scaled in float32. The Q4_0/Q5_0 offsets (8, 16) leave the integer product as
+ * -off * dw * s_b per block (s_b = activation block sum * d_b, stored by the quantizer).
+ *
+ * GEMM: each unpacked weight block is used for up to 4 activation rows before the next block
+ * is loaded; the weight row stays in L1 while the activation rows stream from L1/L2.
+ */
+#include <immintrin.h>
 
-FC_REG(legacy_avx2) { (void)t; }
+#include "legacy_common.h"
+
+#define AI static inline __attribute__((always_inline))
+
+enum { F_Q4_0, F_Q4_1, F_Q5_0, F_Q5_1, F_Q8_0 };
+
+static const size_t blk_bytes[] = {sizeof(blk_q4_0), sizeof(blk_q4_1), sizeof(blk_q5_0),
+                                   sizeof(blk_q5_1), sizeof(blk_q8_0)};
+
+AI float h2f(const uint8_t *p) {
+    uint16_t h;
+    memcpy(&h, p, 2);
+    return _mm_cvtss_f32(_mm_cvtph_ps(_mm_cvtsi32_si128(h)));
+}
+
+/* 16 bytes of nibbles -> 32 codes: low nibbles are elements 0..15, high nibbles 16..31 */
+AI __m256i nibbles(const uint8_t *qs) {
+    const __m128i x = _mm_loadu_si128((const __m128i *)qs);
+    const __m256i y = _mm256_inserti128_si256(_mm256_castsi128_si256(x), _mm_srli_epi16(x, 4), 1);
+    return _mm256_and_si256(y, _mm256_set1_epi8(0x0F));
+}
+
+/* 32 bits -> 0x10 in byte i where bit i is set */
+AI __m256i fifth_bits(const uint8_t *qh4) {
+    uint32_t qh;
+    memcpy(&qh, qh4, 4);
+    const __m256i spread = _mm256_shuffle_epi8(
+        _mm256_set1_epi32((int)qh),
+        _mm256_set_epi64x(0x0303030303030303, 0x0202020202020202, 0x0101010101010101, 0));
+    const __m256i bit = _mm256_set1_epi64x((long long)0x8040201008040201ULL);
+    const __m256i set = _mm256_cmpeq_epi8(_mm256_and_si256(spread, bit), bit);
+    return _mm256_and_si256(set, _mm256_set1_epi8(0x10));
+}
+
+/* Unsigned codes (signed values for Q8_0), scale and min of one block. */
+AI __m256i unpack(const int fmt, const uint8_t *p, float *dw, float *mw) {
+    *dw = h2f(p);
+    switch (fmt) {
+    case F_Q4_0: return nibbles(p + 2);
+    case F_Q4_1: *mw = h2f(p + 2); return nibbles(p + 4);
+    case F_Q5_0: return _mm256_or_si256(nibbles(p + 6), fifth_bits(p + 2));
+    case F_Q5_1: *mw = h2f(p + 2); return _mm256_or_si256(nibbles(p + 8), fifth_bits(p + 4));
+    default: return _mm256_loadu_si256((const __m256i *)(p + 2));
+    }
+}
+
+AI float hsum(__m256 v) {
+    __m128 s = _mm_add_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps(v, 1));
+    s = _mm_add_ps(s, _mm_movehl_ps(s, s));
+    s = _mm_add_ss(s, _mm_movehdup_ps(s));
+    return _mm_cvtss_f32(s);
+}
+
+/* One block against nr activation rows; its min/scale for the offset/min term goes to cw[b]. */
+AI void block(const int fmt, const int nr, const uint8_t *p, int64_t b, const int8_t *const *a,
+              const float *const *dx, float *cw, __m256 *acc) {
+    float dw, mw = 0.0f;
+    const __m256i q = unpack(fmt, p, &dw, &mw);
+    const __m256i qu = fmt == F_Q8_0 ? _mm256_abs_epi8(q) : q;
+    if (fmt != F_Q8_0) cw[b] = fmt == F_Q4_1 || fmt == F_Q5_1 ? mw : dw;
+    const __m256 dwv = _mm256_set1_ps(dw);
+    #pragma GCC unroll 4
+    for (int j = 0; j < nr; j++) {
+        __m256i av = _mm256_loadu_si256((const __m256i *)(a[j] + b * QK));
+        if (fmt == F_Q8_0) av = _mm256_sign_epi8(av, q);
+        const __m256i p32 = _mm256_madd_epi16(_mm256_maddubs_epi16(qu, av), _mm256_set1_epi16(1));
+        acc[j] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(p32), _mm256_mul_ps(dwv, _mm256_broadcast_ss(dx[j] + b)), acc[j]);
+    }
+}
+
+/* sum_b cw[b] * s[b] */
+AI float dot_cw(const float *cw, const float *s, int64_t nb) {
+    __m256 acc = _mm256_setzero_ps();
+    int64_t b = 0;
+    for (; b + 8 <= nb; b += 8) acc = _mm256_fmadd_ps(_mm256_loadu_ps(cw + b), _mm256_loadu_ps(s + b), acc);
+    float r = hsum(acc);
+    for (; b < nb; b++) r += cw[b] * s[b];
+    return r;
+}
+
+/* One weight row against nr (<= 4) activation rows at x; results to y[j * ldy].
+ * cw: scratch of nb floats. With one or two rows the accumulation is split over two registers
+ * per row (even / odd blocks) so that the fma latency does not bound the loop. */
+AI void tile(const int fmt, const int nr, const uint8_t *w, const uint8_t *x, size_t xs,
+             int64_t nb, float *y, int64_t ldy, float *cw) {
+    const size_t bsz = blk_bytes[fmt];
+    const float cm = fmt == F_Q4_0 ? -8.0f : fmt == F_Q5_0 ? -16.0f : 1.0f;
+    const int split = nr <= 2;
+    __m256 acc0[4], acc1[4];
+    const int8_t *a[4];
+    const float *dx[4];
+    #pragma GCC unroll 4
+    for (int j = 0; j < nr; j++) {
+        acc0[j] = acc1[j] = _mm256_setzero_ps();
+        a[j] = q8a_qs(x + j * xs);
+        dx[j] = q8a_d(x + j * xs, nb);
+    }
+    int64_t b = 0;
+    if (split)
+        for (; b + 2 <= nb; b += 2) {
+            block(fmt, nr, w + b * bsz, b, a, dx, cw, acc0);
+            block(fmt, nr, w + (b + 1) * bsz, b + 1, a, dx, cw, acc1);
+        }
+    for (; b < nb; b++) block(fmt, nr, w + b * bsz, b, a, dx, cw, acc0);
+    #pragma GCC unroll 4
+    for (int j = 0; j < nr; j++) {
+        float r = hsum(split ? _mm256_add_ps(acc0[j], acc1[j]) : acc0[j]);
+        if (fmt != F_Q8_0) r += cm * dot_cw(cw, q8a_s(x + j * xs, nb), nb);
+        y[j * ldy] = r;
+    }
+}
+
+AI void gemm_generic(const int fmt, const fc_gemm_args *a, int64_t r0, int64_t r1) {
+    const int64_t nb = a->k / QK, n = a->n;
+    const size_t xs = a->xq_row_bytes;
+    float cw[nb + 1];
+    for (int64_t r = r0; r < r1; r++) {
+        const uint8_t *w = a->w + r * a->w_row_bytes;
+        float *y = a->y + r;
+        int64_t j = 0;
+        for (; j + 4 <= n; j += 4) tile(fmt, 4, w, a->xq + j * xs, xs, nb, y + j * a->ldy, a->ldy, cw);
+        switch (n - j) {
+        case 3: tile(fmt, 3, w, a->xq + j * xs, xs, nb, y + j * a->ldy, a->ldy, cw); break;
+        case 2: tile(fmt, 2, w, a->xq + j * xs, xs, nb, y + j * a->ldy, a->ldy, cw); break;
+        case 1: tile(fmt, 1, w, a->xq + j * xs, xs, nb, y + j * a->ldy, a->ldy, cw); break;
+        default: break;
+        }
+    }
+}
+
+static void gemm_q4_0_q8a_avx2(const fc_gemm_args *a, int64_t r0, int64_t r1) { gemm_generic(F_Q4_0, a, r0, r1); }
+static void gemm_q4_1_q8a_avx2(const fc_gemm_args *a, int64_t r0, int64_t r1) { gemm_generic(F_Q4_1, a, r0, r1); }
+static void gemm_q5_0_q8a_avx2(const fc_gemm_args *a, int64_t r0, int64_t r1) { gemm_generic(F_Q5_0, a, r0, r1); }
+static void gemm_q5_1_q8a_avx2(const fc_gemm_args *a, int64_t r0, int64_t r1) { gemm_generic(F_Q5_1, a, r0, r1); }
+static void gemm_q8_0_q8a_avx2(const fc_gemm_args *a, int64_t r0, int64_t r1) { gemm_generic(F_Q8_0, a, r0, r1); }
+
+static void quantize_q8a_avx2(const float *FC_RESTRICT x, void *FC_RESTRICT xq, int64_t k) { q8a_quantize(x, xq, k); }
+
+/* Keeps the inherited dequantize (the scalar one: bit-exact with gguf, never fused). */
+static void set(fc_table *t, int qtype, void (*gemm)(const fc_gemm_args *, int64_t, int64_t)) {
+    t->q[qtype].quantize = quantize_q8a_avx2;
+    t->q[qtype].gemm = gemm;
+    t->q[qtype].isa = FC_ISA_AVX2;
+}
+
+FC_REG(legacy_avx2) {
+    set(t, FC_Q4_0, gemm_q4_0_q8a_avx2);
+    set(t, FC_Q4_1, gemm_q4_1_q8a_avx2);
+    set(t, FC_Q5_0, gemm_q5_0_q8a_avx2);
+    set(t, FC_Q5_1, gemm_q5_1_q8a_avx2);
+    set(t, FC_Q8_0, gemm_q8_0_q8a_avx2);
+}

@@ -1,4 +1,21 @@
-/* Placeholder: no kernels at this level yet; the level inherits the one below. */
-#include "fc_internal.h"
+/* Q4_0, Q4_1, Q5_0, Q5_1, Q8_0 weights against q8a activations (legacy_common.h), AVX-512 F/BW/VL.
+ * Twin of legacy_scalar.c (the specification); the body is legacy_avx512_impl.h.
+ *
+ * Instructions: vpmaddubsw zmm (u8 x s8 -> pairwise int16), vpmaddwd by ones (-> int32),
+ * vcvtdq2ps + vfmadd231ps over two blocks per register; vpabsb + vpmovb2m + masked vpsubb for
+ * Q8_0's sign (no vpsignb on zmm); masked vpaddb from the qh bits (kmovq) for Q5; vcvtph2ps for
+ * the fp16 scales.
+ *
+ * Overflow limits: vpmaddubsw saturates at int16. Operands are an unsigned weight code and a
+ * signed activation with |a| <= 127 (q8a never produces -128):
+ *   Q4 codes 0..15: |pair| <= 3810;  Q5 codes 0..31: |pair| <= 7874;
+ *   Q8_0 |w| <= 128 with the sign moved onto a: |pair| <= 2 * 128 * 127 = 32512 < 32767,
+ * so it never saturates. Each int32 lane sums 4 products of one block (<= 130048), exact; blocks
+ * are scaled and summed in float32. Q4_0/Q5_0 offsets come out as -off * dw * s_b per block.
+ *
+ * GEMM: each unpacked pair of weight blocks serves up to 4 activation rows.
+ */
+#define LEGACY_VNNI 0
+#include "legacy_avx512_impl.h"
 
-FC_REG(legacy_avx512) { (void)t; }
+LEGACY_ENTRY_POINTS(avx512, FC_ISA_AVX512)

@@ -1,4 +1,18 @@
-/* Placeholder: no kernels at this level yet; the level inherits the one below. */
-#include "fc_internal.h"
+/* Q4_0, Q4_1, Q5_0, Q5_1, Q8_0 weights against q8a activations (legacy_common.h), AVX-512 VNNI.
+ * Twin of legacy_scalar.c (the specification); the body is legacy_avx512_impl.h.
+ *
+ * Instructions: vpdpbusd zmm (u8 x s8, four products summed straight into int32), vcvtdq2ps +
+ * vfmadd231ps over two blocks per register; vpabsb + vpmovb2m + masked vpsubb for Q8_0's sign;
+ * masked vpaddb from the qh bits (kmovq) for Q5; vcvtph2ps for the fp16 scales.
+ *
+ * Overflow limits: vpdpbusd has no int16 intermediate. Each int32 lane starts from 0 and sums 4
+ * products of one block: |lane| <= 4 * 128 * 127 = 65024 (Q8_0; Q5: 4 * 31 * 127, Q4: 4 * 15 * 127),
+ * far inside int32; blocks are scaled and summed in float32. Q4_0/Q5_0 offsets come out as
+ * -off * dw * s_b per block.
+ *
+ * GEMM: each unpacked pair of weight blocks serves up to 4 activation rows.
+ */
+#define LEGACY_VNNI 1
+#include "legacy_avx512_impl.h"
 
-FC_REG(legacy_avx512vnni) { (void)t; }
+LEGACY_ENTRY_POINTS(avx512vnni, FC_ISA_AVX512_VNNI)

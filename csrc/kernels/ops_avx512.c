@@ -1,4 +1,251 @@
-/* Placeholder: no kernels at this level yet; the level inherits the one below. */
+/* Per-token transformer ops, AVX-512F (+DQ for 256-bit halves).
+ *
+ * Instructions: vfmadd*ps zmm, masked loads/stores for tails (no scalar tail loops), vscalefps to
+ * build 2^n in exp (handles overflow to inf and underflow to 0 without extra blends), vcvtps2pd for
+ * double-precision sums, vpermilps for the interleaved rope layout.
+ * Accumulators: float32 lanes, except the rmsnorm sum of squares and the softmax denominator, which
+ * accumulate in float64 lanes like their scalar twins (no overflow limit to speak of).
+ *
+ * Spec: ops_scalar.c. exp is a polynomial approximation (exp_ps below, within a few ulp); rope takes
+ * its cos/sin from libm exactly like the scalar twin, so only the rotation is vectorised.
+ */
+#include <immintrin.h>
+#include <math.h>
+
 #include "fc_internal.h"
 
-FC_REG(ops_avx512) { (void)t; }
+#define L 16
+
+static inline __mmask16 tail(int64_t left) { return (__mmask16)((1u << left) - 1); }
+
+/* e^x for float32 lanes. x = n ln2 + r with |r| <= ln2/2 (ln2 split in a part exact in float and a
+ * correction so that n*ln2_hi has no rounding error for |n| <= 150); e^r by its Taylor series to
+ * degree 7 (truncation < 2^-27 relative on that interval), Horner in FMA; 2^n applied by vscalefps.
+ * Inputs are clamped to [-104, 89]: beyond them float32 e^x is 0 or inf anyway, and the clamp keeps
+ * r small. Error: a few ulp. */
+static inline __m512 exp_ps(__m512 x) {
+    x = _mm512_min_ps(_mm512_max_ps(x, _mm512_set1_ps(-104.0f)), _mm512_set1_ps(89.0f));
+    const __m512 n = _mm512_roundscale_ps(_mm512_mul_ps(x, _mm512_set1_ps(1.44269504088896341f)),
+                                          _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
+    __m512 r = _mm512_fnmadd_ps(n, _mm512_set1_ps(0.693359375f), x);
+    r = _mm512_fnmadd_ps(n, _mm512_set1_ps(-2.12194440e-4f), r);
+    __m512 p = _mm512_set1_ps(1.0f / 5040.0f);
+    p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(1.0f / 720.0f));
+    p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(1.0f / 120.0f));
+    p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(1.0f / 24.0f));
+    p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(1.0f / 6.0f));
+    p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(0.5f));
+    p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(1.0f));
+    p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(1.0f));
+    return _mm512_scalef_ps(p, n);
+}
+
+/* float32 lanes -> sum into two float64 accumulators */
+static inline void acc_pd(__m512d *lo, __m512d *hi, __m512 v) {
+    *lo = _mm512_add_pd(*lo, _mm512_cvtps_pd(_mm512_castps512_ps256(v)));
+    *hi = _mm512_add_pd(*hi, _mm512_cvtps_pd(_mm512_extractf32x8_ps(v, 1)));
+}
+
+static void rmsnorm_avx512(float *out, const float *x, const float *w, int64_t n, float eps) {
+    __m512d s0 = _mm512_setzero_pd(), s1 = _mm512_setzero_pd();
+    int64_t i = 0;
+    for (; i + L <= n; i += L) {
+        const __m512 v = _mm512_loadu_ps(x + i);
+        const __m512d lo = _mm512_cvtps_pd(_mm512_castps512_ps256(v));
+        const __m512d hi = _mm512_cvtps_pd(_mm512_extractf32x8_ps(v, 1));
+        s0 = _mm512_fmadd_pd(lo, lo, s0);
+        s1 = _mm512_fmadd_pd(hi, hi, s1);
+    }
+    if (i < n) {
+        const __m512 v = _mm512_maskz_loadu_ps(tail(n - i), x + i);
+        const __m512d lo = _mm512_cvtps_pd(_mm512_castps512_ps256(v));
+        const __m512d hi = _mm512_cvtps_pd(_mm512_extractf32x8_ps(v, 1));
+        s0 = _mm512_fmadd_pd(lo, lo, s0);
+        s1 = _mm512_fmadd_pd(hi, hi, s1);
+    }
+    const double ss = _mm512_reduce_add_pd(_mm512_add_pd(s0, s1));
+    const __m512 scale = _mm512_set1_ps((float)(1.0 / sqrt(ss / (double)n + (double)eps)));
+    for (i = 0; i + L <= n; i += L)
+        _mm512_storeu_ps(out + i, _mm512_mul_ps(_mm512_mul_ps(_mm512_loadu_ps(x + i), scale), _mm512_loadu_ps(w + i)));
+    if (i < n) {
+        const __mmask16 m = tail(n - i);
+        _mm512_mask_storeu_ps(out + i, m, _mm512_mul_ps(_mm512_mul_ps(_mm512_maskz_loadu_ps(m, x + i), scale),
+                                                        _mm512_maskz_loadu_ps(m, w + i)));
+    }
+}
+
+#define ROPE_CHUNK 64 /* pairs whose cos/sin are computed at once, then applied to every head */
+
+static void rope_avx512(float *x, int64_t n_heads, int64_t head_dim, int64_t pos, const float *inv_freq, int neox) {
+    const int64_t half = head_dim / 2;
+    /* neox: c/s per pair index; normal: duplicated per element, s signed (-s, +s) to match (a, b) */
+    float c[2 * ROPE_CHUNK], s[2 * ROPE_CHUNK];
+    for (int64_t i0 = 0; i0 < half; i0 += ROPE_CHUNK) {
+        const int64_t m = half - i0 < ROPE_CHUNK ? half - i0 : ROPE_CHUNK;
+        for (int64_t i = 0; i < m; i++) {
+            const float theta = (float)pos * inv_freq[i0 + i];
+            const float ci = cosf(theta), si = sinf(theta);
+            if (neox) {
+                c[i] = ci;
+                s[i] = si;
+            } else {
+                c[2 * i] = c[2 * i + 1] = ci;
+                s[2 * i] = -si;
+                s[2 * i + 1] = si;
+            }
+        }
+        for (int64_t h = 0; h < n_heads; h++) {
+            float *v = x + h * head_dim;
+            if (neox) {
+                float *pa = v + i0, *pb = v + half + i0;
+                for (int64_t i = 0; i < m; i += L) {
+                    const __mmask16 k = m - i >= L ? (__mmask16)0xffff : tail(m - i);
+                    const __m512 a = _mm512_maskz_loadu_ps(k, pa + i), b = _mm512_maskz_loadu_ps(k, pb + i);
+                    const __m512 cv = _mm512_maskz_loadu_ps(k, c + i), sv = _mm512_maskz_loadu_ps(k, s + i);
+                    _mm512_mask_storeu_ps(pa + i, k, _mm512_fmsub_ps(a, cv, _mm512_mul_ps(b, sv)));
+                    _mm512_mask_storeu_ps(pb + i, k, _mm512_fmadd_ps(a, sv, _mm512_mul_ps(b, cv)));
+                }
+            } else {
+                float *p = v + 2 * i0;
+                const int64_t e = 2 * m;
+                for (int64_t i = 0; i < e; i += L) {
+                    const __mmask16 k = e - i >= L ? (__mmask16)0xffff : tail(e - i);
+                    const __m512 ab = _mm512_maskz_loadu_ps(k, p + i);
+                    const __m512 ba = _mm512_permute_ps(ab, 0xB1); /* swap within pairs */
+                    const __m512 cv = _mm512_maskz_loadu_ps(k, c + i), sv = _mm512_maskz_loadu_ps(k, s + i);
+                    /* (a c - b s, b c + a s) */
+                    _mm512_mask_storeu_ps(p + i, k, _mm512_fmadd_ps(ba, sv, _mm512_mul_ps(ab, cv)));
+                }
+            }
+        }
+    }
+}
+
+static float max_ps(const float *x, int64_t n) {
+    __m512 m = _mm512_set1_ps(-INFINITY);
+    int64_t i = 0;
+    for (; i + L <= n; i += L) m = _mm512_max_ps(m, _mm512_loadu_ps(x + i));
+    if (i < n) m = _mm512_mask_max_ps(m, tail(n - i), m, _mm512_maskz_loadu_ps(tail(n - i), x + i));
+    return _mm512_reduce_max_ps(m);
+}
+
+static void softmax_avx512(float *x, int64_t n) {
+    const __m512 mx = _mm512_set1_ps(max_ps(x, n));
+    __m512d s0 = _mm512_setzero_pd(), s1 = _mm512_setzero_pd();
+    int64_t i = 0;
+    for (; i + L <= n; i += L) {
+        const __m512 e = exp_ps(_mm512_sub_ps(_mm512_loadu_ps(x + i), mx));
+        _mm512_storeu_ps(x + i, e);
+        acc_pd(&s0, &s1, e);
+    }
+    if (i < n) {
+        const __mmask16 m = tail(n - i);
+        const __m512 e = _mm512_maskz_mov_ps(m, exp_ps(_mm512_sub_ps(_mm512_maskz_loadu_ps(m, x + i), mx)));
+        _mm512_mask_storeu_ps(x + i, m, e);
+        acc_pd(&s0, &s1, e);
+    }
+    const __m512 inv = _mm512_set1_ps((float)(1.0 / _mm512_reduce_add_pd(_mm512_add_pd(s0, s1))));
+    for (i = 0; i + L <= n; i += L) _mm512_storeu_ps(x + i, _mm512_mul_ps(_mm512_loadu_ps(x + i), inv));
+    if (i < n) {
+        const __mmask16 m = tail(n - i);
+        _mm512_mask_storeu_ps(x + i, m, _mm512_mul_ps(_mm512_maskz_loadu_ps(m, x + i), inv));
+    }
+}
+
+static inline __m512 silu_mul_v(__m512 g, __m512 u) {
+    /* g / (1 + e^-g): e^-g overflows to inf for g < -89, giving -0 like the scalar twin */
+    const __m512 d = _mm512_add_ps(_mm512_set1_ps(1.0f), exp_ps(_mm512_sub_ps(_mm512_setzero_ps(), g)));
+    return _mm512_mul_ps(_mm512_div_ps(g, d), u);
+}
+
+static void silu_mul_avx512(float *out, const float *gate, const float *up, int64_t n) {
+    int64_t i = 0;
+    for (; i + L <= n; i += L)
+        _mm512_storeu_ps(out + i, silu_mul_v(_mm512_loadu_ps(gate + i), _mm512_loadu_ps(up + i)));
+    if (i < n) {
+        const __mmask16 m = tail(n - i);
+        _mm512_mask_storeu_ps(out + i, m, silu_mul_v(_mm512_maskz_loadu_ps(m, gate + i), _mm512_maskz_loadu_ps(m, up + i)));
+    }
+}
+
+static void add_avx512(float *out, const float *a, const float *b, int64_t n) {
+    int64_t i = 0;
+    for (; i + L <= n; i += L) _mm512_storeu_ps(out + i, _mm512_add_ps(_mm512_loadu_ps(a + i), _mm512_loadu_ps(b + i)));
+    if (i < n) {
+        const __mmask16 m = tail(n - i);
+        _mm512_mask_storeu_ps(out + i, m, _mm512_add_ps(_mm512_maskz_loadu_ps(m, a + i), _mm512_maskz_loadu_ps(m, b + i)));
+    }
+}
+
+static inline float dot_ps(const float *a, const float *b, int64_t n) {
+    __m512 s0 = _mm512_setzero_ps(), s1 = _mm512_setzero_ps();
+    int64_t i = 0;
+    for (; i + 2 * L <= n; i += 2 * L) {
+        s0 = _mm512_fmadd_ps(_mm512_loadu_ps(a + i), _mm512_loadu_ps(b + i), s0);
+        s1 = _mm512_fmadd_ps(_mm512_loadu_ps(a + i + L), _mm512_loadu_ps(b + i + L), s1);
+    }
+    for (; i < n; i += L) {
+        const __mmask16 m = n - i >= L ? (__mmask16)0xffff : tail(n - i);
+        s0 = _mm512_fmadd_ps(_mm512_maskz_loadu_ps(m, a + i), _mm512_maskz_loadu_ps(m, b + i), s0);
+    }
+    return _mm512_reduce_add_ps(_mm512_add_ps(s0, s1));
+}
+
+static void attn_head_avx512(float *out, const float *q, const float *k, const float *v, int64_t n_pos,
+                             int64_t head_dim, int64_t kv_stride, float scale, float *scores) {
+    for (int64_t p = 0; p < n_pos; p++) scores[p] = dot_ps(q, k + p * kv_stride, head_dim) * scale;
+    softmax_avx512(scores, n_pos);
+    /* 4 vectors of the output stay in registers while every position's V row passes over them */
+    for (int64_t i = 0; i < head_dim; i += 4 * L) {
+        __mmask16 m[4];
+        for (int u = 0; u < 4; u++) {
+            const int64_t left = head_dim - i - u * L;
+            m[u] = left >= L ? (__mmask16)0xffff : left > 0 ? tail(left) : 0;
+        }
+        __m512 o0 = _mm512_setzero_ps(), o1 = o0, o2 = o0, o3 = o0;
+        for (int64_t p = 0; p < n_pos; p++) {
+            const float *vp = v + p * kv_stride + i;
+            const __m512 s = _mm512_set1_ps(scores[p]);
+            o0 = _mm512_fmadd_ps(s, _mm512_maskz_loadu_ps(m[0], vp), o0);
+            o1 = _mm512_fmadd_ps(s, _mm512_maskz_loadu_ps(m[1], vp + L), o1);
+            o2 = _mm512_fmadd_ps(s, _mm512_maskz_loadu_ps(m[2], vp + 2 * L), o2);
+            o3 = _mm512_fmadd_ps(s, _mm512_maskz_loadu_ps(m[3], vp + 3 * L), o3);
+        }
+        _mm512_mask_storeu_ps(out + i, m[0], o0);
+        _mm512_mask_storeu_ps(out + i + L, m[1], o1);
+        _mm512_mask_storeu_ps(out + i + 2 * L, m[2], o2);
+        _mm512_mask_storeu_ps(out + i + 3 * L, m[3], o3);
+    }
+}
+
+/* The bandwidth yardstick: 8 independent accumulators (8 cache lines in flight per iteration) so
+ * that the add latency never limits the read rate; float32 lanes, summed in double at the end. */
+static double sum_read_avx512(const float *x, int64_t n) {
+    __m512 a0 = _mm512_setzero_ps(), a1 = a0, a2 = a0, a3 = a0, a4 = a0, a5 = a0, a6 = a0, a7 = a0;
+    int64_t i = 0;
+    for (; i + 8 * L <= n; i += 8 * L) {
+        a0 = _mm512_add_ps(a0, _mm512_loadu_ps(x + i));
+        a1 = _mm512_add_ps(a1, _mm512_loadu_ps(x + i + L));
+        a2 = _mm512_add_ps(a2, _mm512_loadu_ps(x + i + 2 * L));
+        a3 = _mm512_add_ps(a3, _mm512_loadu_ps(x + i + 3 * L));
+        a4 = _mm512_add_ps(a4, _mm512_loadu_ps(x + i + 4 * L));
+        a5 = _mm512_add_ps(a5, _mm512_loadu_ps(x + i + 5 * L));
+        a6 = _mm512_add_ps(a6, _mm512_loadu_ps(x + i + 6 * L));
+        a7 = _mm512_add_ps(a7, _mm512_loadu_ps(x + i + 7 * L));
+    }
+    for (; i < n; i += L) a0 = _mm512_add_ps(a0, _mm512_maskz_loadu_ps(n - i >= L ? (__mmask16)0xffff : tail(n - i), x + i));
+    __m512d s0 = _mm512_setzero_pd(), s1 = _mm512_setzero_pd();
+    acc_pd(&s0, &s1, a0); acc_pd(&s0, &s1, a1); acc_pd(&s0, &s1, a2); acc_pd(&s0, &s1, a3);
+    acc_pd(&s0, &s1, a4); acc_pd(&s0, &s1, a5); acc_pd(&s0, &s1, a6); acc_pd(&s0, &s1, a7);
+    return _mm512_reduce_add_pd(_mm512_add_pd(s0, s1));
+}
+
+FC_REG(ops_avx512) {
+    t->ops.rmsnorm = rmsnorm_avx512;
+    t->ops.rope = rope_avx512;
+    t->ops.softmax = softmax_avx512;
+    t->ops.silu_mul = silu_mul_avx512;
+    t->ops.add = add_avx512;
+    t->ops.attn_head = attn_head_avx512;
+    t->ops.sum_read = sum_read_avx512;
+}

@@ -101,6 +101,7 @@ FC_API size_t fc_gemm_work_bytes(int qtype, int64_t cols, int64_t n);
 FC_API int fc_gemm(int qtype, const void *w, int64_t rows, int64_t cols,
                    const float *x, int64_t n, float *y, int threads, void *work);
 /* Checks fc_gemm's arguments; returns NULL if fine, else a message. */
+FC_API const char *fc_weight_check(int qtype, int64_t rows, int64_t cols);
 FC_API const char *fc_gemm_check(int qtype, int64_t rows, int64_t cols, int64_t n, int threads);
 #define fc_gemv(qtype, w, rows, cols, x, y, threads) \
     fc_gemm((qtype), (w), (rows), (cols), (x), 1, (y), (threads), NULL)
@@ -115,13 +116,17 @@ typedef struct {
     int isa;             /* level whose kernel reads it */
     int64_t rows, cols;
     const void *data;    /* what the kernel reads */
+    const void *src;     /* the GGUF blocks given to fc_weight_prepare (kept: small batches may
+                            go to the kernel over the stored layout) */
     size_t row_bytes;    /* bytes per stored GGUF row */
     size_t owned_bytes;  /* bytes of the repacked copy (0 when none): the memory cost of the layout */
     const void *kernel;  /* internal */
     void *owned;         /* internal */
 } fc_weight;
 
-/* Returns 0, or -1 on allocation failure. `data` must outlive `w` when no copy is made. */
+/* Returns 0, -1 on allocation failure, -2 when no kernel serves qtype (see fc_weight_check).
+ * `data` must outlive `w` (small batches may read it
+ * even when a repacked copy exists). */
 FC_API int fc_weight_prepare(fc_weight *w, int qtype, const void *data, int64_t rows, int64_t cols);
 FC_API void fc_weight_release(fc_weight *w);
 /* Y[n][rows] = X[n][cols] . W^T, as fc_gemm. */
@@ -130,6 +135,11 @@ FC_API size_t fc_gemm_w_work_bytes(const fc_weight *w, int64_t n);
 
 /* Dequantize `n` weights (a whole number of blocks) to float32. */
 FC_API void fc_dequantize(int qtype, const void *src, float *dst, int64_t n);
+
+/* Quantize `n` float32 values (a whole number of blocks) into GGUF blocks of `qtype` at `dst`
+ * (fc_row_bytes(qtype, n) bytes). Formats: Q4_K, Q6_K. Returns 0, or -1 when qtype has no
+ * quantizer. Values must be finite. */
+FC_API int fc_quantize(int qtype, const float *src, void *dst, int64_t n);
 
 /* Streaming-read bandwidth of this machine in bytes/s over `bytes` bytes
  * (first-touched by the reading threads), median of `passes` passes (at most 63). */

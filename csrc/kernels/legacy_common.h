@@ -1,0 +1,110 @@
+/* Shared by the legacy_*.c kernel files (Q4_0, Q4_1, Q5_0, Q5_1, Q8_0 weights): GGUF block
+ * structs (bit-exact with ggml-common.h) and the int8 activation format all of them read.
+ *
+ * Activation format "q8a" (one row of k values, k a multiple of 32, nb = k / 32 blocks):
+ *     int8  qs[nb * 32]   q_i = round_to_nearest_even(x_i / d_b), |q_i| <= 127
+ *     float d[nb]         d_b = amax_b / 127 (float32, not fp16: tests/tolerances.py bounds the
+ *                         activation error by amax_b / 254 per value, which fp16 would exceed)
+ *     float s[nb]         s_b = d_b * sum_{i in b} q_i (the block sum, like ggml's Q8_1, so the
+ *                         min term of Q4_1/Q5_1 and the offset of Q4_0/Q5_0 cost one multiply
+ *                         per block instead of a pass over the block)
+ *     64 bytes of padding (SIMD kernels may read a few floats past d[]/s[])
+ * The quantized values come first so that they start on the row's 64-byte alignment
+ * (dispatch.c rounds the activation row stride to 64 bytes).
+ *
+ * Every weight block here is 32 values; a kernel computes per block
+ *     dot_b = dw_b * d_b * sum_i (q_i - off) * a_i   (+ mw_b * s_b for Q4_1 / Q5_1)
+ * where q_i is the stored unsigned code (Q4: 0..15, Q5: 0..31) and off = 8 (Q4_0), 16 (Q5_0),
+ * 0 (Q4_1, Q5_1); Q8_0 codes are signed and have no offset. The SIMD kernels take the offset out
+ * of the integer product as - off * dw_b * s_b, so their integer inner products only ever see
+ * unsigned weight codes (vpmaddubsw / vpdpbusd want u8 x s8).
+ */
+#ifndef FC_LEGACY_COMMON_H
+#define FC_LEGACY_COMMON_H
+
+#include <math.h>
+
+#include "fc_internal.h"
+
+#define QK 32
+
+typedef struct {
+    uint16_t d;
+    uint8_t qs[QK / 2];
+} blk_q4_0;
+
+typedef struct {
+    uint16_t d, m;
+    uint8_t qs[QK / 2];
+} blk_q4_1;
+
+typedef struct {
+    uint16_t d;
+    uint8_t qh[4];
+    uint8_t qs[QK / 2];
+} blk_q5_0;
+
+typedef struct {
+    uint16_t d, m;
+    uint8_t qh[4];
+    uint8_t qs[QK / 2];
+} blk_q5_1;
+
+typedef struct {
+    uint16_t d;
+    int8_t qs[QK];
+} blk_q8_0;
+
+_Static_assert(sizeof(blk_q4_0) == 18, "Q4_0 block is 18 bytes");
+_Static_assert(sizeof(blk_q4_1) == 20, "Q4_1 block is 20 bytes");
+_Static_assert(sizeof(blk_q5_0) == 22, "Q5_0 block is 22 bytes");
+_Static_assert(sizeof(blk_q5_1) == 24, "Q5_1 block is 24 bytes");
+_Static_assert(sizeof(blk_q8_0) == 34, "Q8_0 block is 34 bytes");
+
+/* ---- activation format ---- */
+#define Q8A_PAD 64
+
+static inline size_t q8a_row_bytes(int64_t k) {
+    const size_t nb = (size_t)(k / QK);
+    return nb * QK + 2 * nb * sizeof(float) + Q8A_PAD;
+}
+
+static inline const int8_t *q8a_qs(const uint8_t *row) { return (const int8_t *)row; }
+static inline const float *q8a_d(const uint8_t *row, int64_t nb) {
+    return (const float *)(row + nb * QK);
+}
+static inline const float *q8a_s(const uint8_t *row, int64_t nb) {
+    return (const float *)(row + nb * QK) + nb;
+}
+
+/* Quantize one row (scalar; it is O(k) per activation row against O(rows * k) for the product,
+ * so every level uses this one). lrintf rounds half to even in the default rounding mode (cvtss2si). */
+static inline void q8a_quantize(const float *FC_RESTRICT x, void *FC_RESTRICT out, int64_t k) {
+    const int64_t nb = k / QK;
+    uint8_t *row = out;
+    int8_t *qs = (int8_t *)row;
+    float *d = (float *)(row + nb * QK);
+    float *s = d + nb;
+    for (int64_t b = 0; b < nb; b++) {
+        const float *xb = x + b * QK;
+        float amax = 0.0f;
+        for (int i = 0; i < QK; i++) {
+            const float v = fabsf(xb[i]);
+            amax = v > amax ? v : amax;
+        }
+        const float db = amax / 127.0f;
+        const float id = amax > 0.0f ? 127.0f / amax : 0.0f;
+        int sum = 0;
+        for (int i = 0; i < QK; i++) {
+            int q = (int)lrintf(xb[i] * id);
+            q = q > 127 ? 127 : (q < -127 ? -127 : q);
+            qs[b * QK + i] = (int8_t)q;
+            sum += q;
+        }
+        d[b] = db;
+        s[b] = db * (float)sum;
+    }
+    memset(row + q8a_row_bytes(k) - Q8A_PAD, 0, Q8A_PAD);
+}
+
+#endif

@@ -1,0 +1,156 @@
+"""Every per-token op (fc_ops) x every ISA level runnable here, against a float64 NumPy reference of
+the same float32 inputs, at awkward sizes. Bounds: tests/tolerances.py."""
+import numpy as np
+import pytest
+
+from fastcpu import _core
+import tolerances as tol
+
+SIZES = [1, 3, 31, 33, 1023]
+
+
+def _level(isa):
+    return _core.isa_from_name(isa)
+
+
+def _rng(*key):
+    return np.random.default_rng(abs(hash(key)) & 0xFFFFFFFF)
+
+
+def _assert_within(got, ref, bound, what):
+    err = np.abs(got.astype(np.float64) - ref)
+    bad = ~(err <= bound)
+    if bad.any():
+        i = np.flatnonzero(bad.ravel())[0]
+        raise AssertionError(f"{what}: {bad.sum()} elements out of bound; first at {i}: got "
+                             f"{got.ravel()[i]!r}, want {ref.ravel()[i]!r}, err {err.ravel()[i]:.3g} "
+                             f"> {np.ravel(bound)[i]:.3g}")
+
+
+@pytest.mark.parametrize("n", SIZES)
+def test_rmsnorm(isa, n):
+    rng = _rng("rms", isa, n)
+    x = (rng.standard_normal(n) * 3).astype(np.float32)
+    w = rng.uniform(-2, 2, n).astype(np.float32)
+    eps = 1e-5
+    xd = x.astype(np.float64)
+    ref = xd / np.sqrt(np.mean(xd * xd) + eps) * w
+    out = np.full(n, np.nan, np.float32)
+    _core.op_rmsnorm(_level(isa), out, x, w, eps)
+    _assert_within(out, ref, tol.bound_rmsnorm(ref), f"rmsnorm n={n} @ {isa}")
+    # in place (out aliases x), as the model calls it
+    y = x.copy()
+    _core.op_rmsnorm(_level(isa), y, y, w, eps)
+    np.testing.assert_array_equal(y, out)
+
+
+@pytest.mark.parametrize("neox", [False, True], ids=["normal", "neox"])
+@pytest.mark.parametrize("head_dim", [2, 6, 64, 130, 256])
+@pytest.mark.parametrize("pos", [0, 1, 37, 4095])
+def test_rope(isa, neox, head_dim, pos):
+    n_heads = 3
+    rng = _rng("rope", isa, neox, head_dim, pos)
+    x = rng.standard_normal((n_heads, head_dim)).astype(np.float32)
+    half = head_dim // 2
+    inv_freq = (10000.0 ** (-2.0 * np.arange(half) / head_dim)).astype(np.float32)
+    # theta is a float32 product in the kernels' specification; cos/sin of it exactly here
+    theta = (np.float32(pos) * inv_freq).astype(np.float64)
+    c, s = np.cos(theta), np.sin(theta)
+    xd = x.astype(np.float64)
+    if neox:
+        i0, i1 = np.arange(half), np.arange(half) + half
+    else:
+        i0, i1 = 2 * np.arange(half), 2 * np.arange(half) + 1
+    a, b = xd[:, i0], xd[:, i1]
+    ref = xd.copy()
+    ref[:, i0] = a * c - b * s
+    ref[:, i1] = a * s + b * c
+    bound = np.empty_like(ref)
+    bound[:, i0] = bound[:, i1] = tol.bound_rope(a, b)
+    y = x.copy()
+    _core.op_rope(_level(isa), y, pos, inv_freq, neox)
+    _assert_within(y, ref, bound, f"rope hd={head_dim} pos={pos} neox={neox} @ {isa}")
+
+
+@pytest.mark.parametrize("n", SIZES)
+def test_softmax(isa, n):
+    rng = _rng("softmax", isa, n)
+    x = (rng.standard_normal(n) * 4).astype(np.float32)
+    if n > 3:
+        x[1] = -np.inf  # masked score
+        x[2] = x.max() - 95.0  # underflows float32 exp
+    xd = x.astype(np.float64)
+    e = np.exp(xd - xd.max())
+    ref = e / e.sum()
+    y = x.copy()
+    _core.op_softmax(_level(isa), y)
+    _assert_within(y, ref, tol.bound_softmax(x, ref), f"softmax n={n} @ {isa}")
+
+
+@pytest.mark.parametrize("n", SIZES)
+def test_silu_mul(isa, n):
+    rng = _rng("silu", isa, n)
+    g = (rng.standard_normal(n) * 4).astype(np.float32)
+    u = rng.standard_normal(n).astype(np.float32)
+    if n >= 31:
+        # exp overflow / underflow edges
+        g[:6] = [-100.0, -89.5, -87.0, 88.0, 89.5, 100.0]
+    gd = g.astype(np.float64)
+    with np.errstate(over="ignore"):
+        ref = gd / (1.0 + np.exp(-gd)) * u
+    out = np.full(n, np.nan, np.float32)
+    _core.op_silu_mul(_level(isa), out, g, u)
+    _assert_within(out, ref, tol.bound_silu_mul(ref), f"silu_mul n={n} @ {isa}")
+    # in place over the gate, as the model calls it
+    y = g.copy()
+    _core.op_silu_mul(_level(isa), y, y, u)
+    np.testing.assert_array_equal(y, out)
+
+
+@pytest.mark.parametrize("n", SIZES)
+def test_add(isa, n):
+    rng = _rng("add", isa, n)
+    a = rng.standard_normal(n).astype(np.float32)
+    b = (rng.standard_normal(n) * 100).astype(np.float32)
+    ref = a.astype(np.float64) + b
+    out = np.full(n, np.nan, np.float32)
+    _core.op_add(_level(isa), out, a, b)
+    _assert_within(out, ref, tol.bound_add(ref), f"add n={n} @ {isa}")
+    y = a.copy()
+    _core.op_add(_level(isa), y, y, b)
+    np.testing.assert_array_equal(y, out)
+
+
+@pytest.mark.parametrize("n_pos", [1, 3, 33, 1023])
+@pytest.mark.parametrize("head_dim", [3, 64, 72])
+def test_attn_head(isa, n_pos, head_dim):
+    rng = _rng("attn", isa, n_pos, head_dim)
+    kv_stride = head_dim * 3 + 5  # one head's slice of interleaved K/V rows
+    q = rng.standard_normal(head_dim).astype(np.float32)
+    K = rng.standard_normal((n_pos, kv_stride)).astype(np.float32)
+    V = rng.standard_normal((n_pos, kv_stride)).astype(np.float32)
+    scale = np.float32(1.0 / np.sqrt(head_dim))
+    qd, Kd, Vd = (a.astype(np.float64) for a in (q, K[:, :head_dim], V[:, :head_dim]))
+    s = float(scale) * (Kd @ qd)
+    p = np.exp(s - s.max())
+    p /= p.sum()
+    ref = p @ Vd
+    out = np.full(head_dim, np.nan, np.float32)
+    scores = np.empty(n_pos, np.float32)
+    _core.op_attn_head(_level(isa), out, q, K, V, scale, scores)
+    _assert_within(out, ref, tol.bound_attn(qd, Kd, Vd, float(scale), s, p),
+                   f"attn_head n_pos={n_pos} hd={head_dim} @ {isa}")
+
+
+@pytest.mark.parametrize("n", SIZES + [1 << 16])
+def test_sum_read(isa, n):
+    rng = _rng("sum", isa, n)
+    x = rng.standard_normal(n).astype(np.float32)
+    got = _core.op_sum_read(_level(isa), x)
+    ref = x.astype(np.float64).sum()
+    assert abs(got - ref) <= tol.bound_sum(x), f"sum_read n={n} @ {isa}: {got} vs {ref}"
+    # an offset start (not vector aligned) reads exactly the given range
+    if n > 3:
+        got = _core.op_sum_read(_level(isa), x[1:-1])
+        ref = x[1:-1].astype(np.float64).sum()
+        assert abs(got - ref) <= tol.bound_sum(x[1:-1]), f"sum_read offset n={n} @ {isa}"
