@@ -40,10 +40,10 @@ def _build(tmp_path, name, **model_kw):
     return Model(path, **model_kw), model_ref.stored(W, dt), cfg, arch == "qwen2"
 
 
-def _close(got, want):
+def _close(got, want, rtol=tol.MODEL_FLOAT_RTOL):
     err = np.abs(got.astype(np.float64) - want).max()
     scale = np.abs(want).max()
-    assert err <= tol.MODEL_FLOAT_RTOL * scale, f"max error {err:.3g} vs allowed {tol.MODEL_FLOAT_RTOL * scale:.3g}"
+    assert err <= rtol * scale, f"max error {err:.3g} vs allowed {rtol * scale:.3g}"
 
 
 @pytest.mark.parametrize("name", list(CASES))
@@ -52,9 +52,12 @@ def test_forward_matches_reference(tmp_path, isa, name):
     rng = np.random.default_rng(1)
     toks = rng.integers(0, cfg["vocab"], 23)
     want = model_ref.forward(W, cfg, toks, neox)
-    _close(m.forward(toks, 0, "all"), want)
+    # AMX runs F16 matmuls of several rows on bf16 tiles
+    bf16 = CASES[name][2] == np.float16 and isa in ("amx", "amx_sim")
+    rtol = tol.MODEL_BF16_RTOL if bf16 else tol.MODEL_FLOAT_RTOL
+    _close(m.forward(toks, 0, "all"), want, rtol)
     # last-row logits of the same pass
-    _close(m.forward(toks, 0, "last"), want[-1])
+    _close(m.forward(toks, 0, "last"), want[-1], rtol)
 
 
 def test_decode_after_prefill(tmp_path):

@@ -176,3 +176,6 @@ def requant_bound(qtype: str, x: np.ndarray) -> np.ndarray:
 # a small random model: float32 rounding through a few layers, attention and norms; relative to the
 # largest reference logit.
 MODEL_FLOAT_RTOL = 1e-4
+# The same where the level's F16/BF16 GEMM runs on bf16 tiles (AMX and its model): weights and
+# activations rounded to 8-bit mantissas (REL_BF16_ACT each) in every matmul, over a few layers.
+MODEL_BF16_RTOL = 2e-2

@@ -89,7 +89,7 @@ static void *concat_rows(fc_llama *m, const fc_llama_tensor *t, const int64_t *r
 }
 
 static int prepare(fc_llama *m, fc_weight *w, int qtype, const void *data, int64_t rows, int64_t cols) {
-    if (fc_weight_prepare(w, qtype, data, rows, cols)) return -1;
+    if (fc_weight_prepare(w, qtype, data, rows, cols)) return -1; /* -1: no memory, -2: no kernel */
     m->alloc_bytes += w->owned_bytes;
     return 0;
 }
@@ -107,12 +107,8 @@ static int prepare_group(fc_llama *m, fc_weight *ws[], const fc_llama_tensor *t,
         for (int i = 0; i < n; i++) total += rows[i];
         *cat = concat_rows(m, t, rows, n, rb);
         if (!*cat) return -1;
+        /* kept even when the kernel repacks: small batches may read the stored layout */
         if (prepare(m, ws[0], t[0].qtype, *cat, total, cols)) return -1;
-        if (ws[0]->layout != 0) { /* the kernel keeps its own copy */
-            m->alloc_bytes -= ((size_t)total * rb + FC_ALIGN - 1) & ~(size_t)(FC_ALIGN - 1);
-            free(*cat);
-            *cat = NULL;
-        }
         *fused = 1;
         return 0;
     }
