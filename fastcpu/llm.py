@@ -23,16 +23,15 @@ from .sampler import SamplerParams, sample
 
 
 def _resolve_model(model) -> str:
+    """A GGUF path, a known name or hf:OWNER/REPO/FILE.gguf (fastcpu.hub); None: the default model."""
+    from .hub import resolve
+
     if model is not None:
-        p = os.fspath(model)
-        if os.path.isfile(p):
-            return p
-        if os.sep in p or p.endswith(".gguf"):
+        if not isinstance(model, (str, os.PathLike)):
+            raise TypeError(f"model must be a path or a name, got {type(model).__name__}")
+        p = os.path.expanduser(os.fspath(model))
+        if not p.startswith("hf:") and (os.sep in p or p.endswith(".gguf")) and not os.path.isfile(p):
             raise FileNotFoundError(f"model file not found: {p}")
-    try:
-        from .hub import resolve
-    except ImportError as e:  # pragma: no cover - the hub ships with the package
-        raise FileNotFoundError(f"no model file {model!r} and no fastcpu.hub to resolve names") from e
     return os.fspath(resolve(model))
 
 
