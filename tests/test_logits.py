@@ -100,7 +100,8 @@ def _measure(default_path, fmt):
     chunks = []
     for c in range(n_chunks):
         ch = ids[c * CTX:(c + 1) * CTX]
-        ch[0] = llm.tokenizer.bos_id
+        if llm.tokenizer.add_bos:  # as llama.cpp's perplexity: every chunk starts with BOS
+            ch[0] = llm.tokenizer.bos_id
         chunks.append(ch)
     ours = [llm.eval(ch) for ch in chunks]
     ref = _reference_logits(path, chunks)
