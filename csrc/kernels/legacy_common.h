@@ -93,10 +93,10 @@ static inline void q8a_quantize(const float *FC_RESTRICT x, void *FC_RESTRICT ou
             amax = v > amax ? v : amax;
         }
         const float db = amax / 127.0f;
-        const float id = amax > 0.0f ? 127.0f / amax : 0.0f;
         int sum = 0;
         for (int i = 0; i < QK; i++) {
-            int q = (int)lrintf(xb[i] * id);
+            /* x / d, not x * (127 / amax): the reciprocal overflows for subnormal amax */
+            int q = db > 0.0f ? (int)lrintf(xb[i] / db) : 0;
             q = q > 127 ? 127 : (q < -127 ? -127 : q);
             qs[b * QK + i] = (int8_t)q;
             sum += q;
