@@ -155,7 +155,44 @@ static void gemm_q5_0_q8a_avx2(const fc_gemm_args *a, int64_t r0, int64_t r1) { 
 static void gemm_q5_1_q8a_avx2(const fc_gemm_args *a, int64_t r0, int64_t r1) { gemm_generic(F_Q5_1, a, r0, r1); }
 static void gemm_q8_0_q8a_avx2(const fc_gemm_args *a, int64_t r0, int64_t r1) { gemm_generic(F_Q8_0, a, r0, r1); }
 
-static void quantize_q8a_avx2(const float *FC_RESTRICT x, void *FC_RESTRICT xq, int64_t k) { q8a_quantize(x, xq, k); }
+/* q8a_quantize (legacy_common.h) with 8 floats per instruction; the same operations (IEEE
+ * division by d, round to nearest even, clamp), so the same bytes. */
+static void quantize_q8a_avx2(const float *FC_RESTRICT x, void *FC_RESTRICT xq, int64_t k) {
+    const int64_t nb = k / QK;
+    uint8_t *row = xq;
+    float *d = (float *)(row + nb * QK), *s = d + nb;
+    const __m256 sign = _mm256_set1_ps(-0.0f);
+    const __m256i lo = _mm256_set1_epi32(-127), hi = _mm256_set1_epi32(127);
+    for (int64_t b = 0; b < nb; b++) {
+        __m256 v[4];
+        for (int i = 0; i < 4; i++) v[i] = _mm256_loadu_ps(x + b * QK + 8 * i);
+        __m256 m = _mm256_max_ps(_mm256_max_ps(_mm256_andnot_ps(sign, v[0]), _mm256_andnot_ps(sign, v[1])),
+                                 _mm256_max_ps(_mm256_andnot_ps(sign, v[2]), _mm256_andnot_ps(sign, v[3])));
+        __m128 m4 = _mm_max_ps(_mm256_castps256_ps128(m), _mm256_extractf128_ps(m, 1));
+        m4 = _mm_max_ps(m4, _mm_movehl_ps(m4, m4));
+        m4 = _mm_max_ss(m4, _mm_movehdup_ps(m4));
+        const float db = _mm_cvtss_f32(m4) / 127.0f;
+        __m256i q[4];
+        if (db > 0.0f) {
+            const __m256 dv = _mm256_set1_ps(db);
+            for (int i = 0; i < 4; i++)
+                q[i] = _mm256_min_epi32(_mm256_max_epi32(_mm256_cvtps_epi32(_mm256_div_ps(v[i], dv)), lo), hi);
+        } else {
+            for (int i = 0; i < 4; i++) q[i] = _mm256_setzero_si256();
+        }
+        /* the packs work per 128-bit lane; the permute puts the 32 bytes back in order */
+        const __m256i p = _mm256_packs_epi16(_mm256_packs_epi32(q[0], q[1]), _mm256_packs_epi32(q[2], q[3]));
+        _mm256_storeu_si256((__m256i *)(row + b * QK),
+                            _mm256_permutevar8x32_epi32(p, _mm256_setr_epi32(0, 4, 1, 5, 2, 6, 3, 7)));
+        const __m256i t = _mm256_add_epi32(_mm256_add_epi32(q[0], q[1]), _mm256_add_epi32(q[2], q[3]));
+        __m128i t4 = _mm_add_epi32(_mm256_castsi256_si128(t), _mm256_extracti128_si256(t, 1));
+        t4 = _mm_add_epi32(t4, _mm_shuffle_epi32(t4, 0x4E));
+        t4 = _mm_add_epi32(t4, _mm_shuffle_epi32(t4, 0xB1));
+        d[b] = db;
+        s[b] = db * (float)_mm_cvtsi128_si32(t4);
+    }
+    memset(row + q8a_row_bytes(k) - Q8A_PAD, 0, Q8A_PAD);
+}
 
 /* Keeps the inherited dequantize (the scalar one: bit-exact with gguf, never fused). */
 static void set(fc_table *t, int qtype, void (*gemm)(const fc_gemm_args *, int64_t, int64_t)) {

@@ -187,6 +187,30 @@ AI void gemm_generic(const int fmt, const fc_gemm_args *a, int64_t r0, int64_t r
     }
 }
 
+/* q8a_quantize (legacy_common.h) with 16 floats per instruction; the same operations (IEEE
+ * division by d, round to nearest even, clamp), so the same bytes. */
+AI void quantize_q8a_x512(const float *FC_RESTRICT x, void *FC_RESTRICT xq, int64_t k) {
+    const int64_t nb = k / QK;
+    uint8_t *row = xq;
+    float *d = (float *)(row + nb * QK), *s = d + nb;
+    const __m512i lo = _mm512_set1_epi32(-127), hi = _mm512_set1_epi32(127);
+    for (int64_t b = 0; b < nb; b++) {
+        const __m512 v0 = _mm512_loadu_ps(x + b * QK), v1 = _mm512_loadu_ps(x + b * QK + 16);
+        const float db = _mm512_reduce_max_ps(_mm512_max_ps(_mm512_abs_ps(v0), _mm512_abs_ps(v1))) / 127.0f;
+        __m512i q0 = _mm512_setzero_si512(), q1 = _mm512_setzero_si512();
+        if (db > 0.0f) {
+            const __m512 dv = _mm512_set1_ps(db);
+            q0 = _mm512_min_epi32(_mm512_max_epi32(_mm512_cvtps_epi32(_mm512_div_ps(v0, dv)), lo), hi);
+            q1 = _mm512_min_epi32(_mm512_max_epi32(_mm512_cvtps_epi32(_mm512_div_ps(v1, dv)), lo), hi);
+        }
+        _mm_storeu_si128((__m128i *)(row + b * QK), _mm512_cvtsepi32_epi8(q0));
+        _mm_storeu_si128((__m128i *)(row + b * QK + 16), _mm512_cvtsepi32_epi8(q1));
+        d[b] = db;
+        s[b] = db * (float)_mm512_reduce_add_epi32(_mm512_add_epi32(q0, q1));
+    }
+    memset(row + q8a_row_bytes(k) - Q8A_PAD, 0, Q8A_PAD);
+}
+
 #define LEGACY_ENTRY_POINTS(SUF, ISA)                                                                         \
     static void gemm_q4_0_q8a_##SUF(const fc_gemm_args *a, int64_t r0, int64_t r1) { gemm_generic(F_Q4_0, a, r0, r1); } \
     static void gemm_q4_1_q8a_##SUF(const fc_gemm_args *a, int64_t r0, int64_t r1) { gemm_generic(F_Q4_1, a, r0, r1); } \
@@ -194,7 +218,7 @@ AI void gemm_generic(const int fmt, const fc_gemm_args *a, int64_t r0, int64_t r
     static void gemm_q5_1_q8a_##SUF(const fc_gemm_args *a, int64_t r0, int64_t r1) { gemm_generic(F_Q5_1, a, r0, r1); } \
     static void gemm_q8_0_q8a_##SUF(const fc_gemm_args *a, int64_t r0, int64_t r1) { gemm_generic(F_Q8_0, a, r0, r1); } \
     static void quantize_q8a_##SUF(const float *FC_RESTRICT x, void *FC_RESTRICT xq, int64_t k) {                    \
-        q8a_quantize(x, xq, k);                                                                               \
+        quantize_q8a_x512(x, xq, k);                                                                          \
     }                                                                                                         \
     /* keeps the inherited dequantize (the scalar one: bit-exact with gguf, never fused) */                   \
     static void set_##SUF(fc_table *t, int qtype, void (*gemm)(const fc_gemm_args *, int64_t, int64_t)) {    \
