@@ -76,3 +76,15 @@ def test_zero_and_tiny_activation_blocks(isa, qtype):
     Xt[0, 32:64] = rng.standard_normal(32)
     yt = kernels.gemm(w, qtype, Xt * np.float32(2.0 ** -124), threads=1) * np.float32(2.0 ** 124)
     _check(qtype, w, Xt, yt)
+
+
+@pytest.mark.parametrize("qtype", LEGACY)
+def test_long_rows(isa, qtype):
+    """Rows longer than the kernels' chunk of buffered offset/min values (512 blocks)."""
+    from kernel_ref import activations, random_weights
+    rng = np.random.default_rng(5)
+    cols = 32 * (2 * 512 + 3)
+    w = random_weights(qtype, 3, cols, rng)
+    for n in (1, 5):
+        X = activations(n, cols, rng)
+        _check(qtype, w, X, kernels.gemm(w, qtype, X, threads=2))

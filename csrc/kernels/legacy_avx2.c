@@ -26,6 +26,10 @@
 
 enum { F_Q4_0, F_Q4_1, F_Q5_0, F_Q5_1, F_Q8_0 };
 
+/* blocks whose offset/min values are buffered before their dot with the block sums (a multiple
+ * of 4: only the last chunk of a row has a partial group) */
+#define CW_CHUNK 512
+
 static const size_t blk_bytes[] = {sizeof(blk_q4_0), sizeof(blk_q4_1), sizeof(blk_q5_0),
                                    sizeof(blk_q5_1), sizeof(blk_q8_0)};
 
@@ -99,14 +103,14 @@ AI void block_rows(const int fmt, const int nr, const uint8_t *p, int64_t b, int
 }
 
 /* cnt (1..4) blocks from b against nr activation rows; even blocks go to accA, odd ones to accB.
- * Their min/scale values for the offset/min term go to cw[b .. b+3] (zeros past cnt). One
+ * Their min/scale values for the offset/min term go to cw[0 .. 3] (zeros past cnt). One
  * vcvtph2ps converts the four weight scales and one vmulps per row makes the four combined ones. */
 AI void group(const int fmt, const int nr, const int cnt, const uint8_t *p, int64_t b,
               const int8_t *const *a, const float *const *dx, float *cw, __m256 *accA, __m256 *accB) {
     const size_t bsz = blk_bytes[fmt];
     const int has_corr = fmt != F_Q8_0, has_min = fmt == F_Q4_1 || fmt == F_Q5_1;
     const __m128 dw = scales4(p, bsz, cnt, 0);
-    if (has_corr) _mm_storeu_ps(cw + b, has_min ? scales4(p, bsz, cnt, 2) : dw);
+    if (has_corr) _mm_storeu_ps(cw, has_min ? scales4(p, bsz, cnt, 2) : dw);
     __m128 c[4];
 #pragma GCC unroll 4
     for (int j = 0; j < nr; j++)
@@ -128,11 +132,12 @@ AI float dot_cw(const float *cw, const float *s, int64_t nb) {
 }
 
 /* One weight row against nr (<= 4) activation rows at x; results to y[j * ldy].
- * cw: scratch of nb + 4 floats. With one or two rows the accumulation is split over two registers
+ * cw: scratch of CW_CHUNK + 4 floats. With one or two rows the accumulation is split over two registers
  * per row (even / odd blocks) so that the fma latency does not bound the loop. */
 AI void tile(const int fmt, const int nr, const uint8_t *w, const uint8_t *x, size_t xs,
              int64_t nb, float *y, int64_t ldy, float *cw) {
     const size_t bsz = blk_bytes[fmt];
+    const int has_corr = fmt != F_Q8_0;
     const float cm = fmt == F_Q4_0 ? -8.0f : fmt == F_Q5_0 ? -16.0f : 1.0f;
     const int split = nr <= 2;
     __m256 acc0[4], acc1[4];
@@ -144,18 +149,27 @@ AI void tile(const int fmt, const int nr, const uint8_t *w, const uint8_t *x, si
         a[j] = q8a_qs(x + j * xs);
         dx[j] = q8a_d(x + j * xs, nb);
     }
-    int64_t b = 0;
-    for (; b + 4 <= nb; b += 4) group(fmt, nr, 4, w + b * bsz, b, a, dx, cw, acc0, split ? acc1 : acc0);
-    switch (nb - b) {
-    case 3: group(fmt, nr, 3, w + b * bsz, b, a, dx, cw, acc0, split ? acc1 : acc0); break;
-    case 2: group(fmt, nr, 2, w + b * bsz, b, a, dx, cw, acc0, split ? acc1 : acc0); break;
-    case 1: group(fmt, nr, 1, w + b * bsz, b, a, dx, cw, acc0, split ? acc1 : acc0); break;
-    default: break;
+    float corr[4] = {0.0f, 0.0f, 0.0f, 0.0f};
+    /* the offset/min values of a chunk of blocks wait in cw for one dot with the block sums */
+    for (int64_t c0 = 0; c0 < nb; c0 += CW_CHUNK) {
+        const int64_t ce = nb - c0 < CW_CHUNK ? nb : c0 + CW_CHUNK;
+        int64_t b = c0;
+        for (; b + 4 <= ce; b += 4) group(fmt, nr, 4, w + b * bsz, b, a, dx, cw + (b - c0), acc0, split ? acc1 : acc0);
+        switch (ce - b) {
+        case 3: group(fmt, nr, 3, w + b * bsz, b, a, dx, cw + (b - c0), acc0, split ? acc1 : acc0); break;
+        case 2: group(fmt, nr, 2, w + b * bsz, b, a, dx, cw + (b - c0), acc0, split ? acc1 : acc0); break;
+        case 1: group(fmt, nr, 1, w + b * bsz, b, a, dx, cw + (b - c0), acc0, split ? acc1 : acc0); break;
+        default: break;
+        }
+        if (has_corr) {
+#pragma GCC unroll 4
+            for (int j = 0; j < nr; j++) corr[j] += dot_cw(cw, q8a_s(x + j * xs, nb) + c0, ce - c0);
+        }
     }
 #pragma GCC unroll 4
     for (int j = 0; j < nr; j++) {
         float r = hsum(split ? _mm256_add_ps(acc0[j], acc1[j]) : acc0[j]);
-        if (fmt != F_Q8_0) r += cm * dot_cw(cw, q8a_s(x + j * xs, nb), nb);
+        if (has_corr) r += cm * corr[j];
         y[j * ldy] = r;
     }
 }
@@ -163,7 +177,7 @@ AI void tile(const int fmt, const int nr, const uint8_t *w, const uint8_t *x, si
 AI void gemm_generic(const int fmt, const fc_gemm_args *a, int64_t r0, int64_t r1) {
     const int64_t nb = a->k / QK, n = a->n;
     const size_t xs = a->xq_row_bytes;
-    float cw[nb + 4];
+    float cw[CW_CHUNK + 4];
     for (int64_t r = r0; r < r1; r++) {
         const uint8_t *w = a->w + r * a->w_row_bytes;
         float *y = a->y + r;
