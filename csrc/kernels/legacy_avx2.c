@@ -2,7 +2,8 @@
  * Twin of legacy_scalar.c (the specification).
  *
  * Instructions: vpmaddubsw (u8 x s8 -> pairwise int16 sums), vpmaddwd by ones (-> int32),
- * vcvtdq2ps + vfmadd231ps per block; vpsignb/vpabsb for Q8_0; vcvtph2ps for the fp16 scales.
+ * vcvtdq2ps + vfmadd231ps per block; vpsignb/vpabsb for Q8_0; vpshufb/vpcmpeqb to spread the Q5
+ * high bits; vcvtph2ps for four fp16 scales at a time, vpermps to spread the combined scales.
  * No AVX-512 instruction anywhere in this file (it runs on AVX2-only CPUs).
  *
  * Overflow limits: vpmaddubsw saturates at int16. Its operands are an unsigned weight code and a
@@ -10,9 +11,10 @@
  *   Q4_0/Q4_1 codes 0..15:  |pair| <= 2 * 15 * 127  =  3810
  *   Q5_0/Q5_1 codes 0..31:  |pair| <= 2 * 31 * 127  =  7874
  *   Q8_0 |w| <= 128 (sign moved onto a): |pair| <= 2 * 128 * 127 = 32512 < 32767
- * so it never saturates. The int32 lanes of one block hold at most 4 pairs (<= 130048), exact; the
- * block is then scaled in float32. The Q4_0/Q5_0 offsets (8, 16) leave the integer product as
- * -off * dw * s_b per block (s_b = activation block sum * d_b, stored by the quantizer).
+ * so it never saturates. vpmaddwd adds two pairs per int32 lane (|lane| <= 65024), exact; the
+ * block is then scaled in float32. The Q4_0/Q5_0 offsets (8, 16) and the Q4_1/Q5_1 mins stay out
+ * of the integer product: per block they add -off * dw_b * s_b or m_b * s_b (s_b = d_b * activation
+ * block sum, stored by the quantizer), summed per row as one dot of buffered dw_b / m_b with s.
  *
  * GEMM: each unpacked weight block is used for up to 4 activation rows before the next block
  * is loaded; the weight row stays in L1 while the activation rows stream from L1/L2. Blocks go
