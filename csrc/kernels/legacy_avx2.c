@@ -2,7 +2,8 @@
  * Twin of legacy_scalar.c (the specification).
  *
  * Instructions: vpmaddubsw (u8 x s8 -> pairwise int16 sums), vpmaddwd by ones (-> int32),
- * vcvtdq2ps + vfmadd231ps per block; vpsignb/vpabsb for Q8_0; vcvtph2ps for the fp16 scales.
+ * vcvtdq2ps + vfmadd231ps per block; vpsignb/vpabsb for Q8_0; vpshufb/vpcmpeqb to spread the Q5
+ * high bits; vcvtph2ps for four fp16 scales at a time, vpermps to spread the combined scales.
  * No AVX-512 instruction anywhere in this file (it runs on AVX2-only CPUs).
  *
  * Overflow limits: vpmaddubsw saturates at int16. Its operands are an unsigned weight code and a
@@ -10,12 +11,14 @@
  *   Q4_0/Q4_1 codes 0..15:  |pair| <= 2 * 15 * 127  =  3810
  *   Q5_0/Q5_1 codes 0..31:  |pair| <= 2 * 31 * 127  =  7874
  *   Q8_0 |w| <= 128 (sign moved onto a): |pair| <= 2 * 128 * 127 = 32512 < 32767
- * so it never saturates. The int32 lanes of one block hold at most 4 pairs (<= 130048), exact; the
- * block is then scaled in float32. The Q4_0/Q5_0 offsets (8, 16) leave the integer product as
- * -off * dw * s_b per block (s_b = activation block sum * d_b, stored by the quantizer).
+ * so it never saturates. vpmaddwd adds two pairs per int32 lane (|lane| <= 65024), exact; the
+ * block is then scaled in float32. The Q4_0/Q5_0 offsets (8, 16) and the Q4_1/Q5_1 mins stay out
+ * of the integer product: per block they add -off * dw_b * s_b or m_b * s_b (s_b = d_b * activation
+ * block sum, stored by the quantizer), summed per row as one dot of buffered dw_b / m_b with s.
  *
  * GEMM: each unpacked weight block is used for up to 4 activation rows before the next block
- * is loaded; the weight row stays in L1 while the activation rows stream from L1/L2.
+ * is loaded; the weight row stays in L1 while the activation rows stream from L1/L2. Blocks go
+ * in groups of four so that one vcvtph2ps converts four weight scales.
  */
 #include <immintrin.h>
 
@@ -25,13 +28,26 @@
 
 enum { F_Q4_0, F_Q4_1, F_Q5_0, F_Q5_1, F_Q8_0 };
 
+/* blocks whose offset/min values are buffered before their dot with the block sums (a multiple
+ * of 4: only the last chunk of a row has a partial group) */
+#define CW_CHUNK 512
+
 static const size_t blk_bytes[] = {sizeof(blk_q4_0), sizeof(blk_q4_1), sizeof(blk_q5_0),
                                    sizeof(blk_q5_1), sizeof(blk_q8_0)};
 
-AI float h2f(const uint8_t *p) {
+AI uint64_t ld16(const uint8_t *p) {
     uint16_t h;
     memcpy(&h, p, 2);
-    return _mm_cvtss_f32(_mm_cvtph_ps(_mm_cvtsi32_si128(h)));
+    return h;
+}
+
+/* fp16 field at byte off of cnt (1..4) blocks of bsz bytes -> float lanes 0..cnt-1 (rest 0) */
+AI __m128 scales4(const uint8_t *p, size_t bsz, int cnt, size_t off) {
+    uint64_t h = ld16(p + off);
+    if (cnt > 1) h |= ld16(p + bsz + off) << 16;
+    if (cnt > 2) h |= ld16(p + 2 * bsz + off) << 32;
+    if (cnt > 3) h |= ld16(p + 3 * bsz + off) << 48;
+    return _mm_cvtph_ps(_mm_cvtsi64_si128((long long)h));
 }
 
 /* 16 bytes of nibbles -> 32 codes: low nibbles are elements 0..15, high nibbles 16..31 */
@@ -53,14 +69,13 @@ AI __m256i fifth_bits(const uint8_t *qh4) {
     return _mm256_and_si256(set, _mm256_set1_epi8(0x10));
 }
 
-/* Unsigned codes (signed values for Q8_0), scale and min of one block. */
-AI __m256i unpack(const int fmt, const uint8_t *p, float *dw, float *mw) {
-    *dw = h2f(p);
+/* Unsigned codes (signed values for Q8_0) of one block. */
+AI __m256i codes(const int fmt, const uint8_t *p) {
     switch (fmt) {
     case F_Q4_0: return nibbles(p + 2);
-    case F_Q4_1: *mw = h2f(p + 2); return nibbles(p + 4);
+    case F_Q4_1: return nibbles(p + 4);
     case F_Q5_0: return _mm256_or_si256(nibbles(p + 6), fifth_bits(p + 2));
-    case F_Q5_1: *mw = h2f(p + 2); return _mm256_or_si256(nibbles(p + 8), fifth_bits(p + 4));
+    case F_Q5_1: return _mm256_or_si256(nibbles(p + 8), fifth_bits(p + 4));
     default: return _mm256_loadu_si256((const __m256i *)(p + 2));
     }
 }
@@ -72,21 +87,40 @@ AI float hsum(__m256 v) {
     return _mm_cvtss_f32(s);
 }
 
-/* One block against nr activation rows; its min/scale for the offset/min term goes to cw[b]. */
-AI void block(const int fmt, const int nr, const uint8_t *p, int64_t b, const int8_t *const *a,
-              const float *const *dx, float *cw, __m256 *acc) {
-    float dw, mw = 0.0f;
-    const __m256i q = unpack(fmt, p, &dw, &mw);
+/* acc[j] += c[j] (lane i of it, the block's combined scale) * int products of block p's codes
+ * with activation row j at block b */
+AI void block_rows(const int fmt, const int nr, const uint8_t *p, int64_t b, int i,
+                   const int8_t *const *a, const __m128 *c, __m256 *acc) {
+    const __m256i q = codes(fmt, p);
     const __m256i qu = fmt == F_Q8_0 ? _mm256_abs_epi8(q) : q;
-    if (fmt != F_Q8_0) cw[b] = fmt == F_Q4_1 || fmt == F_Q5_1 ? mw : dw;
-    const __m256 dwv = _mm256_set1_ps(dw);
-    #pragma GCC unroll 4
+    const __m256i lane = _mm256_set1_epi32(i);
+#pragma GCC unroll 4
     for (int j = 0; j < nr; j++) {
         __m256i av = _mm256_loadu_si256((const __m256i *)(a[j] + b * QK));
         if (fmt == F_Q8_0) av = _mm256_sign_epi8(av, q);
         const __m256i p32 = _mm256_madd_epi16(_mm256_maddubs_epi16(qu, av), _mm256_set1_epi16(1));
-        acc[j] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(p32), _mm256_mul_ps(dwv, _mm256_broadcast_ss(dx[j] + b)), acc[j]);
+        const __m256 cb = _mm256_permutevar8x32_ps(_mm256_castps128_ps256(c[j]), lane);
+        acc[j] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(p32), cb, acc[j]);
     }
+}
+
+/* cnt (1..4) blocks from b against nr activation rows; even blocks go to accA, odd ones to accB.
+ * Their min/scale values for the offset/min term go to cw[0 .. 3] (zeros past cnt). One
+ * vcvtph2ps converts the four weight scales and one vmulps per row makes the four combined ones. */
+AI void group(const int fmt, const int nr, const int cnt, const uint8_t *p, int64_t b,
+              const int8_t *const *a, const float *const *dx, float *cw, __m256 *accA, __m256 *accB) {
+    const size_t bsz = blk_bytes[fmt];
+    const int has_corr = fmt != F_Q8_0, has_min = fmt == F_Q4_1 || fmt == F_Q5_1;
+    const __m128 dw = scales4(p, bsz, cnt, 0);
+    if (has_corr) _mm_storeu_ps(cw, has_min ? scales4(p, bsz, cnt, 2) : dw);
+    __m128 c[4];
+#pragma GCC unroll 4
+    for (int j = 0; j < nr; j++)
+        /* dx[j] + b + 3 may lie past the last scale: the load then reads into s[] (never past
+         * the padding); those lanes are never used */
+        c[j] = _mm_mul_ps(dw, _mm_loadu_ps(dx[j] + b));
+#pragma GCC unroll 4
+    for (int i = 0; i < cnt; i++) block_rows(fmt, nr, p + i * bsz, b + i, i, a, c, i & 1 ? accB : accA);
 }
 
 /* sum_b cw[b] * s[b] */
@@ -100,33 +134,44 @@ AI float dot_cw(const float *cw, const float *s, int64_t nb) {
 }
 
 /* One weight row against nr (<= 4) activation rows at x; results to y[j * ldy].
- * cw: scratch of nb floats. With one or two rows the accumulation is split over two registers
+ * cw: scratch of CW_CHUNK + 4 floats. With one or two rows the accumulation is split over two registers
  * per row (even / odd blocks) so that the fma latency does not bound the loop. */
 AI void tile(const int fmt, const int nr, const uint8_t *w, const uint8_t *x, size_t xs,
              int64_t nb, float *y, int64_t ldy, float *cw) {
     const size_t bsz = blk_bytes[fmt];
+    const int has_corr = fmt != F_Q8_0;
     const float cm = fmt == F_Q4_0 ? -8.0f : fmt == F_Q5_0 ? -16.0f : 1.0f;
     const int split = nr <= 2;
     __m256 acc0[4], acc1[4];
     const int8_t *a[4];
     const float *dx[4];
-    #pragma GCC unroll 4
+#pragma GCC unroll 4
     for (int j = 0; j < nr; j++) {
         acc0[j] = acc1[j] = _mm256_setzero_ps();
         a[j] = q8a_qs(x + j * xs);
         dx[j] = q8a_d(x + j * xs, nb);
     }
-    int64_t b = 0;
-    if (split)
-        for (; b + 2 <= nb; b += 2) {
-            block(fmt, nr, w + b * bsz, b, a, dx, cw, acc0);
-            block(fmt, nr, w + (b + 1) * bsz, b + 1, a, dx, cw, acc1);
+    float corr[4] = {0.0f, 0.0f, 0.0f, 0.0f};
+    /* the offset/min values of a chunk of blocks wait in cw for one dot with the block sums */
+    for (int64_t c0 = 0; c0 < nb; c0 += CW_CHUNK) {
+        const int64_t ce = nb - c0 < CW_CHUNK ? nb : c0 + CW_CHUNK;
+        int64_t b = c0;
+        for (; b + 4 <= ce; b += 4) group(fmt, nr, 4, w + b * bsz, b, a, dx, cw + (b - c0), acc0, split ? acc1 : acc0);
+        switch (ce - b) {
+        case 3: group(fmt, nr, 3, w + b * bsz, b, a, dx, cw + (b - c0), acc0, split ? acc1 : acc0); break;
+        case 2: group(fmt, nr, 2, w + b * bsz, b, a, dx, cw + (b - c0), acc0, split ? acc1 : acc0); break;
+        case 1: group(fmt, nr, 1, w + b * bsz, b, a, dx, cw + (b - c0), acc0, split ? acc1 : acc0); break;
+        default: break;
         }
-    for (; b < nb; b++) block(fmt, nr, w + b * bsz, b, a, dx, cw, acc0);
-    #pragma GCC unroll 4
+        if (has_corr) {
+#pragma GCC unroll 4
+            for (int j = 0; j < nr; j++) corr[j] += dot_cw(cw, q8a_s(x + j * xs, nb) + c0, ce - c0);
+        }
+    }
+#pragma GCC unroll 4
     for (int j = 0; j < nr; j++) {
         float r = hsum(split ? _mm256_add_ps(acc0[j], acc1[j]) : acc0[j]);
-        if (fmt != F_Q8_0) r += cm * dot_cw(cw, q8a_s(x + j * xs, nb), nb);
+        if (has_corr) r += cm * corr[j];
         y[j * ldy] = r;
     }
 }
@@ -134,7 +179,7 @@ AI void tile(const int fmt, const int nr, const uint8_t *w, const uint8_t *x, si
 AI void gemm_generic(const int fmt, const fc_gemm_args *a, int64_t r0, int64_t r1) {
     const int64_t nb = a->k / QK, n = a->n;
     const size_t xs = a->xq_row_bytes;
-    float cw[nb + 1];
+    float cw[CW_CHUNK + 4];
     for (int64_t r = r0; r < r1; r++) {
         const uint8_t *w = a->w + r * a->w_row_bytes;
         float *y = a->y + r;
@@ -155,7 +200,44 @@ static void gemm_q5_0_q8a_avx2(const fc_gemm_args *a, int64_t r0, int64_t r1) { 
 static void gemm_q5_1_q8a_avx2(const fc_gemm_args *a, int64_t r0, int64_t r1) { gemm_generic(F_Q5_1, a, r0, r1); }
 static void gemm_q8_0_q8a_avx2(const fc_gemm_args *a, int64_t r0, int64_t r1) { gemm_generic(F_Q8_0, a, r0, r1); }
 
-static void quantize_q8a_avx2(const float *FC_RESTRICT x, void *FC_RESTRICT xq, int64_t k) { q8a_quantize(x, xq, k); }
+/* q8a_quantize (legacy_common.h) with 8 floats per instruction; the same operations (IEEE
+ * division by d, round to nearest even, clamp), so the same bytes. */
+static void quantize_q8a_avx2(const float *FC_RESTRICT x, void *FC_RESTRICT xq, int64_t k) {
+    const int64_t nb = k / QK;
+    uint8_t *row = xq;
+    float *d = (float *)(row + nb * QK), *s = d + nb;
+    const __m256 sign = _mm256_set1_ps(-0.0f);
+    const __m256i lo = _mm256_set1_epi32(-127), hi = _mm256_set1_epi32(127);
+    for (int64_t b = 0; b < nb; b++) {
+        __m256 v[4];
+        for (int i = 0; i < 4; i++) v[i] = _mm256_loadu_ps(x + b * QK + 8 * i);
+        __m256 m = _mm256_max_ps(_mm256_max_ps(_mm256_andnot_ps(sign, v[0]), _mm256_andnot_ps(sign, v[1])),
+                                 _mm256_max_ps(_mm256_andnot_ps(sign, v[2]), _mm256_andnot_ps(sign, v[3])));
+        __m128 m4 = _mm_max_ps(_mm256_castps256_ps128(m), _mm256_extractf128_ps(m, 1));
+        m4 = _mm_max_ps(m4, _mm_movehl_ps(m4, m4));
+        m4 = _mm_max_ss(m4, _mm_movehdup_ps(m4));
+        const float db = _mm_cvtss_f32(m4) / 127.0f;
+        __m256i q[4];
+        if (db > 0.0f) {
+            const __m256 dv = _mm256_set1_ps(db);
+            for (int i = 0; i < 4; i++)
+                q[i] = _mm256_min_epi32(_mm256_max_epi32(_mm256_cvtps_epi32(_mm256_div_ps(v[i], dv)), lo), hi);
+        } else {
+            for (int i = 0; i < 4; i++) q[i] = _mm256_setzero_si256();
+        }
+        /* the packs work per 128-bit lane; the permute puts the 32 bytes back in order */
+        const __m256i p = _mm256_packs_epi16(_mm256_packs_epi32(q[0], q[1]), _mm256_packs_epi32(q[2], q[3]));
+        _mm256_storeu_si256((__m256i *)(row + b * QK),
+                            _mm256_permutevar8x32_epi32(p, _mm256_setr_epi32(0, 4, 1, 5, 2, 6, 3, 7)));
+        const __m256i t = _mm256_add_epi32(_mm256_add_epi32(q[0], q[1]), _mm256_add_epi32(q[2], q[3]));
+        __m128i t4 = _mm_add_epi32(_mm256_castsi256_si128(t), _mm256_extracti128_si256(t, 1));
+        t4 = _mm_add_epi32(t4, _mm_shuffle_epi32(t4, 0x4E));
+        t4 = _mm_add_epi32(t4, _mm_shuffle_epi32(t4, 0xB1));
+        d[b] = db;
+        s[b] = db * (float)_mm_cvtsi128_si32(t4);
+    }
+    memset(row + q8a_row_bytes(k) - Q8A_PAD, 0, Q8A_PAD);
+}
 
 /* Keeps the inherited dequantize (the scalar one: bit-exact with gguf, never fused). */
 static void set(fc_table *t, int qtype, void (*gemm)(const fc_gemm_args *, int64_t, int64_t)) {

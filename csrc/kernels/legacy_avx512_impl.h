@@ -17,6 +17,10 @@
 
 enum { F_Q4_0, F_Q4_1, F_Q5_0, F_Q5_1, F_Q8_0 };
 
+/* blocks whose offset/min values are buffered before their dot with the block sums (a multiple
+ * of 4: only the last chunk of a row has a partial group) */
+#define CW_CHUNK 512
+
 static const size_t blk_bytes[] = {sizeof(blk_q4_0), sizeof(blk_q4_1), sizeof(blk_q5_0),
                                    sizeof(blk_q5_1), sizeof(blk_q8_0)};
 
@@ -100,7 +104,7 @@ AI void pair_rows(const int fmt, const int nr, __m512i q, int64_t b, const int8_
 }
 
 /* cnt (1..4) blocks from b against nr activation rows: the first pair goes to accA, the second to
- * accB. Their min/scale values for the offset/min term go to cw[b .. b+3] (zeros past cnt). */
+ * accB. Their min/scale values for the offset/min term go to cw[0 .. 3] (zeros past cnt). */
 AI void group(const int fmt, const int nr, const int cnt, const uint8_t *p, int64_t b,
               const int8_t *const *a, const float *const *dx, float *cw, __m512 *accA, __m512 *accB) {
     const size_t bsz = blk_bytes[fmt];
@@ -109,7 +113,7 @@ AI void group(const int fmt, const int nr, const int cnt, const uint8_t *p, int6
     const __m512i spread01 = _mm512_set_epi32(1, 1, 1, 1, 1, 1, 1, 1, 0, 0, 0, 0, 0, 0, 0, 0);
     const __m512i spread23 = _mm512_set_epi32(3, 3, 3, 3, 3, 3, 3, 3, 2, 2, 2, 2, 2, 2, 2, 2);
     const __m128 dw = scales4(p, bsz, cnt, 0);
-    if (has_corr) _mm_storeu_ps(cw + b, has_min ? scales4(p, bsz, cnt, 2) : dw);
+    if (has_corr) _mm_storeu_ps(cw, has_min ? scales4(p, bsz, cnt, 2) : dw);
     __m512 c01[4], c23[4];
 #pragma GCC unroll 4
     for (int j = 0; j < nr; j++) {
@@ -136,7 +140,7 @@ AI float dot_cw(const float *cw, const float *s, int64_t nb) {
 }
 
 /* One weight row against nr (<= 4) activation rows at x; results to y[j * ldy].
- * cw: scratch of nb + 4 floats. With one or two rows the accumulation is split over two
+ * cw: scratch of CW_CHUNK + 4 floats. With one or two rows the accumulation is split over two
  * registers per row (even / odd pairs) so that the fma latency does not bound the loop. */
 AI void tile(const int fmt, const int nr, const uint8_t *w, const uint8_t *x, size_t xs,
              int64_t nb, float *y, int64_t ldy, float *cw) {
@@ -153,18 +157,27 @@ AI void tile(const int fmt, const int nr, const uint8_t *w, const uint8_t *x, si
         a[j] = q8a_qs(x + j * xs);
         dx[j] = q8a_d(x + j * xs, nb);
     }
-    int64_t b = 0;
-    for (; b + 4 <= nb; b += 4) group(fmt, nr, 4, w + b * bsz, b, a, dx, cw, acc0, split ? acc1 : acc0);
-    switch (nb - b) {
-    case 3: group(fmt, nr, 3, w + b * bsz, b, a, dx, cw, acc0, split ? acc1 : acc0); break;
-    case 2: group(fmt, nr, 2, w + b * bsz, b, a, dx, cw, acc0, split ? acc1 : acc0); break;
-    case 1: group(fmt, nr, 1, w + b * bsz, b, a, dx, cw, acc0, split ? acc1 : acc0); break;
-    default: break;
+    float corr[4] = {0.0f, 0.0f, 0.0f, 0.0f};
+    /* the offset/min values of a chunk of blocks wait in cw for one dot with the block sums */
+    for (int64_t c0 = 0; c0 < nb; c0 += CW_CHUNK) {
+        const int64_t ce = nb - c0 < CW_CHUNK ? nb : c0 + CW_CHUNK;
+        int64_t b = c0;
+        for (; b + 4 <= ce; b += 4) group(fmt, nr, 4, w + b * bsz, b, a, dx, cw + (b - c0), acc0, split ? acc1 : acc0);
+        switch (ce - b) {
+        case 3: group(fmt, nr, 3, w + b * bsz, b, a, dx, cw + (b - c0), acc0, split ? acc1 : acc0); break;
+        case 2: group(fmt, nr, 2, w + b * bsz, b, a, dx, cw + (b - c0), acc0, split ? acc1 : acc0); break;
+        case 1: group(fmt, nr, 1, w + b * bsz, b, a, dx, cw + (b - c0), acc0, split ? acc1 : acc0); break;
+        default: break;
+        }
+        if (has_corr) {
+#pragma GCC unroll 4
+            for (int j = 0; j < nr; j++) corr[j] += dot_cw(cw, q8a_s(x + j * xs, nb) + c0, ce - c0);
+        }
     }
 #pragma GCC unroll 4
     for (int j = 0; j < nr; j++) {
         float r = _mm512_reduce_add_ps(split ? _mm512_add_ps(acc0[j], acc1[j]) : acc0[j]);
-        if (has_corr) r += cm * dot_cw(cw, q8a_s(x + j * xs, nb), nb);
+        if (has_corr) r += cm * corr[j];
         y[j * ldy] = r;
     }
 }
@@ -172,7 +185,7 @@ AI void tile(const int fmt, const int nr, const uint8_t *w, const uint8_t *x, si
 AI void gemm_generic(const int fmt, const fc_gemm_args *a, int64_t r0, int64_t r1) {
     const int64_t nb = a->k / QK, n = a->n;
     const size_t xs = a->xq_row_bytes;
-    float cw[nb + 4];
+    float cw[CW_CHUNK + 4];
     for (int64_t r = r0; r < r1; r++) {
         const uint8_t *w = a->w + r * a->w_row_bytes;
         float *y = a->y + r;
@@ -187,6 +200,30 @@ AI void gemm_generic(const int fmt, const fc_gemm_args *a, int64_t r0, int64_t r
     }
 }
 
+/* q8a_quantize (legacy_common.h) with 16 floats per instruction; the same operations (IEEE
+ * division by d, round to nearest even, clamp), so the same bytes. */
+AI void quantize_q8a_x512(const float *FC_RESTRICT x, void *FC_RESTRICT xq, int64_t k) {
+    const int64_t nb = k / QK;
+    uint8_t *row = xq;
+    float *d = (float *)(row + nb * QK), *s = d + nb;
+    const __m512i lo = _mm512_set1_epi32(-127), hi = _mm512_set1_epi32(127);
+    for (int64_t b = 0; b < nb; b++) {
+        const __m512 v0 = _mm512_loadu_ps(x + b * QK), v1 = _mm512_loadu_ps(x + b * QK + 16);
+        const float db = _mm512_reduce_max_ps(_mm512_max_ps(_mm512_abs_ps(v0), _mm512_abs_ps(v1))) / 127.0f;
+        __m512i q0 = _mm512_setzero_si512(), q1 = _mm512_setzero_si512();
+        if (db > 0.0f) {
+            const __m512 dv = _mm512_set1_ps(db);
+            q0 = _mm512_min_epi32(_mm512_max_epi32(_mm512_cvtps_epi32(_mm512_div_ps(v0, dv)), lo), hi);
+            q1 = _mm512_min_epi32(_mm512_max_epi32(_mm512_cvtps_epi32(_mm512_div_ps(v1, dv)), lo), hi);
+        }
+        _mm_storeu_si128((__m128i *)(row + b * QK), _mm512_cvtsepi32_epi8(q0));
+        _mm_storeu_si128((__m128i *)(row + b * QK + 16), _mm512_cvtsepi32_epi8(q1));
+        d[b] = db;
+        s[b] = db * (float)_mm512_reduce_add_epi32(_mm512_add_epi32(q0, q1));
+    }
+    memset(row + q8a_row_bytes(k) - Q8A_PAD, 0, Q8A_PAD);
+}
+
 #define LEGACY_ENTRY_POINTS(SUF, ISA)                                                                         \
     static void gemm_q4_0_q8a_##SUF(const fc_gemm_args *a, int64_t r0, int64_t r1) { gemm_generic(F_Q4_0, a, r0, r1); } \
     static void gemm_q4_1_q8a_##SUF(const fc_gemm_args *a, int64_t r0, int64_t r1) { gemm_generic(F_Q4_1, a, r0, r1); } \
@@ -194,7 +231,7 @@ AI void gemm_generic(const int fmt, const fc_gemm_args *a, int64_t r0, int64_t r
     static void gemm_q5_1_q8a_##SUF(const fc_gemm_args *a, int64_t r0, int64_t r1) { gemm_generic(F_Q5_1, a, r0, r1); } \
     static void gemm_q8_0_q8a_##SUF(const fc_gemm_args *a, int64_t r0, int64_t r1) { gemm_generic(F_Q8_0, a, r0, r1); } \
     static void quantize_q8a_##SUF(const float *FC_RESTRICT x, void *FC_RESTRICT xq, int64_t k) {                    \
-        q8a_quantize(x, xq, k);                                                                               \
+        quantize_q8a_x512(x, xq, k);                                                                          \
     }                                                                                                         \
     /* keeps the inherited dequantize (the scalar one: bit-exact with gguf, never fused) */                   \
     static void set_##SUF(fc_table *t, int qtype, void (*gemm)(const fc_gemm_args *, int64_t, int64_t)) {    \
