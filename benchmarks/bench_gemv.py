@@ -111,6 +111,8 @@ if pytest is not None:
     @pytest.mark.parametrize("isa", BENCH_ISAS)
     @pytest.mark.parametrize("qtype", FORMATS)
     def test_bench(benchmark, membw_gbs, qtype, isa, n):
+        if isa == "scalar" and n > 1 and not os.environ.get("FASTCPU_BENCH_SCALAR_GEMM"):
+            pytest.skip("scalar GEMM takes seconds per call (FASTCPU_BENCH_SCALAR_GEMM=1 runs it)")
         with kernels.use_isa(isa):
             if not kernels.qtype_supported(qtype):
                 pytest.skip(f"no {qtype} kernel at {isa}")
