@@ -32,6 +32,7 @@ from __future__ import annotations
 
 import codecs
 import heapq
+import numbers
 import re
 import unicodedata
 from typing import Iterable, Mapping, Sequence
@@ -286,18 +287,19 @@ _EOG_TEXTS = frozenset((
 ))
 
 
-def _get(meta: Mapping, key: str, kind, default=None):
-    v = meta.get(key, default)
-    if v is None or v is default:
-        return v
+def _get(meta: Mapping, key: str, kind):
+    """meta[key] checked to be of the given kind; None when absent."""
+    v = meta.get(key)
+    if v is None:
+        return None
     if kind is bool:
-        if not isinstance(v, (bool, int)):
-            raise TokenizerError(f"GGUF key {key!r} should be a bool, got {type(v).__name__}")
+        if not isinstance(v, numbers.Integral) or int(v) not in (0, 1):
+            raise TokenizerError(f"GGUF key {key!r} should be a bool, got {v!r}")
         return bool(v)
     if kind is int:
-        if isinstance(v, bool) or not isinstance(v, int):
-            raise TokenizerError(f"GGUF key {key!r} should be an integer, got {type(v).__name__}")
-        return v
+        if isinstance(v, bool) or not isinstance(v, numbers.Integral):
+            raise TokenizerError(f"GGUF key {key!r} should be an integer, got {v!r}")
+        return int(v)
     if kind is str:
         if isinstance(v, bytes):
             v = v.decode("utf-8")
@@ -305,10 +307,12 @@ def _get(meta: Mapping, key: str, kind, default=None):
             raise TokenizerError(f"GGUF key {key!r} should be a string, got {type(v).__name__}")
         return v
     if kind is list:
-        if not isinstance(v, (list, tuple)) and not hasattr(v, "tolist"):
+        if hasattr(v, "tolist"):
+            v = v.tolist()
+        if not isinstance(v, (list, tuple)):
             raise TokenizerError(f"GGUF key {key!r} should be an array, got {type(v).__name__}")
-        return list(v.tolist() if hasattr(v, "tolist") else v)
-    return v
+        return list(v)
+    raise AssertionError(kind)
 
 
 # ---------------------------------------------------------------------------
@@ -803,8 +807,12 @@ class Tokenizer:
         return self.detokenize(ids, remove_special=skip_special,
                                unparse_special=not skip_special).decode("utf-8", errors="replace")
 
-    def stream_decoder(self, skip_special: bool = False) -> "StreamDecoder":
-        return StreamDecoder(self, skip_special=skip_special)
+    def stream_decoder(self, skip_special: bool = False, continuation: bool = False) -> "StreamDecoder":
+        """A StreamDecoder; continuation=True for text that follows a prompt (generated tokens)."""
+        return StreamDecoder(self, skip_special=skip_special, continuation=continuation)
+
+    def __len__(self) -> int:
+        return self._n
 
     def __repr__(self) -> str:
         return (f"Tokenizer(model={self.model!r}, pre={self.pre!r}, vocab_size={self._n}, "
@@ -818,13 +826,20 @@ class StreamDecoder:
     the character is complete. The concatenation of everything returned by feed() and flush() equals
     ``tokenizer.decode(all_ids, skip_special)`` (except that a trailing EOS is not removed, since the
     stream can't know it is the last token).
+
+    continuation=True: the ids continue a prompt (e.g. generated tokens), so the first piece keeps
+    its leading space; decode() of a whole sequence drops one for ``add_space_prefix`` vocabularies
+    (SentencePiece), where that space was added by the tokenizer, but a generated "▁Paris" after a
+    prompt really means " Paris".
     """
 
-    def __init__(self, tokenizer: Tokenizer, skip_special: bool = False):
+    def __init__(self, tokenizer: Tokenizer, skip_special: bool = False, continuation: bool = False):
+        if not isinstance(tokenizer, Tokenizer):
+            raise TypeError(f"tokenizer must be a Tokenizer, got {type(tokenizer).__name__}")
         self._tok = tokenizer
         self._special = not skip_special
         self._skip = skip_special
-        self._first = True
+        self._first = not continuation
         self._utf8 = codecs.getincrementaldecoder("utf-8")(errors="replace")
         self._pending = b""  # raw bytes not yet cleaned (clean-spaces vocabularies only)
 

@@ -309,3 +309,25 @@ def test_collapse_categories():
     assert _collapse("a1 !") == "a1 !"
     assert _collapse("é٣\u00a0。\u0301€\u200b") == "\xd2\xd1\x0b\xd3\xd4\xd5\xd0"
     assert _collapse("\x1c\x85\u3000") == "\x1c\x0b\x0b"
+
+
+def test_spm_stream_continuation(spm_tokenizers):
+    tok = spm_tokenizers["base"]
+    ids = tok.encode("Hello world", add_special=False)
+    assert tok.token_text(ids[0]) == "▁Hello"
+    whole = tok.stream_decoder()
+    assert "".join(whole.feed(i) for i in ids) + whole.flush() == "Hello world" == tok.decode(ids)
+    # generated tokens continue a prompt: their first space is a real one
+    cont = tok.stream_decoder(continuation=True)
+    assert "".join(cont.feed(i) for i in ids) + cont.flush() == " Hello world"
+
+
+def test_numpy_ids_and_metadata(spm_tokenizers):
+    np = pytest.importorskip("numpy")
+    tok = spm_tokenizers["base"]
+    ids = tok.encode("Hello world")
+    assert tok.decode(np.array(ids, dtype=np.int32)) == tok.decode(ids)
+    meta = dict(SPM["metadata"])
+    meta["tokenizer.ggml.token_type"] = np.array(meta["tokenizer.ggml.token_type"], dtype=np.int32)
+    meta["tokenizer.ggml.bos_token_id"] = np.uint32(1)
+    assert Tokenizer.from_gguf_metadata(meta).encode("Hello world") == ids
