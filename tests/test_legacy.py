@@ -80,7 +80,7 @@ def test_zero_and_tiny_activation_blocks(isa, qtype):
 
 @pytest.mark.parametrize("qtype", LEGACY)
 def test_long_rows(isa, qtype):
-    """Rows longer than the kernels' chunk of buffered offset/min values (512 blocks)."""
+    """Rows of 1027 blocks: long accumulations, and a partial group of blocks at the end."""
     from kernel_ref import activations, random_weights
     rng = np.random.default_rng(5)
     cols = 32 * (2 * 512 + 3)
