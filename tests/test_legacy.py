@@ -88,3 +88,18 @@ def test_long_rows(isa, qtype):
     for n in (1, 5):
         X = activations(n, cols, rng)
         _check(qtype, w, X, kernels.gemm(w, qtype, X, threads=2))
+
+
+@pytest.mark.parametrize("qtype", LEGACY)
+def test_gemv_row_independent_of_position(isa, qtype):
+    """A row's result must not depend on its position among the rows or on the thread split
+    (bit for bit): kernels that group weight rows must give each row the same operations."""
+    from kernel_ref import activations, random_weights
+    rng = np.random.default_rng(9)
+    cols = 32 * 13
+    w = random_weights(qtype, 9, cols, rng)
+    x = activations(1, cols, rng)[0]
+    y = kernels.gemv(w, qtype, x, threads=1)
+    np.testing.assert_array_equal(kernels.gemv(w[1:], qtype, x, threads=1), y[1:])
+    np.testing.assert_array_equal(kernels.gemv(w[3:4], qtype, x, threads=1), y[3:4])
+    np.testing.assert_array_equal(kernels.gemv(w, qtype, x, threads=3), y)
