@@ -11,9 +11,9 @@
  *
  * GEMV (n == 1) streams 8 weight rows at once (8 independent FMA chains hide the FMA latency while
  * the loads stay sequential per row), each row prefetched 1 KB ahead: with 16 streams in flight on
- * 2 cores the hardware prefetchers alone left F16/BF16 about 10% short of the read bandwidth; GEMM tiles 4 weight rows x 4 activation rows so that every
- * weight vector loaded feeds 4 FMAs, with the weight tile's rows staying in L1/L2 while all
- * activation rows pass over it.
+ * 2 cores the hardware prefetchers alone left F16/BF16 about 10% short of the read bandwidth.
+ * GEMM tiles 4 weight rows x 4 activation rows, so every weight vector loaded feeds 4 FMAs, in
+ * column passes that keep the weight tile and 16 activation rows in L1 (see KC below).
  */
 #include <immintrin.h>
 
