@@ -94,6 +94,7 @@ _SPM_SPACE = "\u2581"
 # Unicode classification, as llama.cpp's collapsed-regex machinery sees it
 # ---------------------------------------------------------------------------
 
+
 def _load_classes():
     from ._unicode_classes import RUNS
 
