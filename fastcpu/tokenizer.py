@@ -35,7 +35,7 @@ import codecs
 import heapq
 import numbers
 import re
-from typing import Iterable, Mapping, Sequence
+from typing import Iterable, Mapping
 
 __all__ = [
     "Tokenizer",

@@ -428,10 +428,12 @@ BYTEPAIR_CPS = [
 
 
 def bytepair_strings() -> list[str]:
-    return [f"a{c}a 1{c}1 {c}{c}\n{c} '{c} ,{c}, \n {c}a{c}" for c in map(chr, BYTEPAIR_CPS)]
+    per_cp = [f"a{c}a 1{c}1 {c}{c}\n{c} '{c} ,{c}, \n {c}a{c}" for c in map(chr, BYTEPAIR_CPS)]
+    return per_cp + [t for t in STRINGS if 0 < len(t) <= 80]
 
 
-BYTEPAIR_PRES = ["smollm", "gpt-2", "default", "llama-bpe", "qwen2"]
+BYTEPAIR_PRES = ["smollm", "gpt-2", "default", "llama-bpe", "qwen2", "falcon", "stablelm2", "dbrx", "starcoder",
+                 "command-r", "megrez", "mpt", "olmo"]
 
 
 def main() -> int:
