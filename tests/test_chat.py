@@ -134,9 +134,12 @@ TEMPLATES = {
 
 @pytest.mark.oracle
 @pytest.mark.parametrize("name", ["smollm2"] + sorted(TEMPLATES))
-def test_matches_transformers(smol_meta, name):
+def test_matches_transformers(request, name):
     hf = pytest.importorskip("transformers.utils.chat_template_utils")
-    src = smol_meta["tokenizer.chat_template"] if name == "smollm2" else TEMPLATES[name]
+    if name == "smollm2":
+        src = request.getfixturevalue("smol_meta")["tokenizer.chat_template"]
+    else:
+        src = TEMPLATES[name]
     msgs = [{"role": "system", "content": "sys"}, {"role": "user", "content": "  héllo 😀\n"},
             {"role": "assistant", "content": "hi"}, {"role": "user", "content": "bye"}]
     tools = [{"type": "function", "function": {"name": "f", "description": "café"}}]
