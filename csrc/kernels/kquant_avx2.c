@@ -14,6 +14,8 @@
 #include "kquant_common.h"
 
 #define KQ_JT 4
+/* software prefetch distance in weight bytes (see kquant_avx512_impl.h) */
+#define KQ_PF 2048
 #define KQ_INLINE static inline __attribute__((always_inline))
 
 typedef struct {
@@ -32,16 +34,11 @@ static inline __m256i word_splat(int lo, int hi) {
 }
 
 KQ_INLINE void kq_scales_q45(kq_sb *s, const uint8_t *packed) {
-    uint8_t sc[8], m[8];
-    kq_scale_min(packed, sc, m);
-    uint64_t sc64, m64;
-    memcpy(&sc64, sc, 8);
-    memcpy(&m64, m, 8);
-    const __m128i sc16 = _mm_cvtepu8_epi16(_mm_cvtsi64_si128((long long)sc64));
-    const __m256i both = _mm256_broadcastsi128_si256(sc16);
+    const __m128i scm = kq_scale_min_sse(packed);
+    const __m256i both = _mm256_broadcastsi128_si256(_mm_cvtepu8_epi16(scm));
     for (int i = 0; i < 8; i++) s->sc[i] = _mm256_shuffle_epi8(both, word_splat(i, i));
-    const __m128i m8 = _mm_cvtsi64_si128((long long)m64);
-    s->mdup = _mm256_cvtepu8_epi16(_mm_unpacklo_epi8(m8, m8));
+    s->mdup = _mm256_cvtepu8_epi16(
+        _mm_shuffle_epi8(scm, _mm_setr_epi8(8, 8, 9, 9, 10, 10, 11, 11, 12, 12, 13, 13, 14, 14, 15, 15)));
 }
 
 KQ_INLINE void kq_unpack_q4_K(kq_sb *s, const kq_block_q4_K *b) {
@@ -135,6 +132,10 @@ static inline float hsum8(__m256 v) {
         for (int j = 0; j < JT; j++) acc[j] = accm[j] = _mm256_setzero_ps();                      \
         for (int64_t b = 0; b < nb; b++) {                                                        \
             kq_sb s;                                                                              \
+            const char *pf = (const char *)(w + b) + KQ_PF;                                       \
+            _mm_prefetch(pf, _MM_HINT_T0);                                                        \
+            _mm_prefetch(pf + 64, _MM_HINT_T0);                                                   \
+            _mm_prefetch(pf + 128, _MM_HINT_T0);                                                  \
             UNPACK(&s, w + b);                                                                    \
             for (int j = 0; j < JT; j++) ROW(&s, (const kq_act *)(xq + j * xs) + b, &acc[j], &accm[j]); \
         }                                                                                         \
@@ -164,8 +165,10 @@ KQ_ROWS(q4_K, kq_block_q4_K, kq_unpack_q4_K, kq_row_q45)
 KQ_ROWS(q5_K, kq_block_q5_K, kq_unpack_q5_K, kq_row_q45)
 KQ_ROWS(q6_K, kq_block_q6_K, kq_unpack_q6_K, kq_row_q6)
 
-/* Dequantizers and the activation quantizer come from the level below (the entry is copied). */
+/* Dequantizers come from the level below (the entry is copied); the activation quantizer is
+ * kquant_common.h's AVX2 one (the AVX-512 levels inherit it). */
 FC_REG(kquant_avx2) {
+    t->q[FC_Q4_K].quantize = t->q[FC_Q5_K].quantize = t->q[FC_Q6_K].quantize = kq_quantize_act_avx2;
     t->q[FC_Q4_K].gemm = gemm_q4_K_q8_K_avx2;
     t->q[FC_Q5_K].gemm = gemm_q5_K_q8_K_avx2;
     t->q[FC_Q6_K].gemm = gemm_q6_K_q8_K_avx2;
