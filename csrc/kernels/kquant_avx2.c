@@ -22,7 +22,7 @@ typedef struct {
     __m256i w[8];   /* 256 unsigned weights */
     __m256i sc[8];  /* int16 scale per word for each ymm of weights */
     __m256i mdup;   /* Q4_K/Q5_K: the 8 mins, each twice; Q6_K: the 16 scales */
-    float d, dmin;
+    __m128 dd;     /* [d, dmin, 0, 0] (Q6_K: dmin = 0) */
 } kq_sb;
 
 /* vpshufb control: word `i` of each 128-bit lane, in every word of the lane */
@@ -49,8 +49,7 @@ KQ_INLINE void kq_unpack_q4_K(kq_sb *s, const kq_block_q4_K *b) {
         s->w[2 * c + 1] = _mm256_and_si256(_mm256_srli_epi16(v, 4), lo4);
     }
     kq_scales_q45(s, b->scales);
-    s->d = _cvtsh_ss(b->d);
-    s->dmin = _cvtsh_ss(b->dmin);
+    s->dd = kq_d_dmin(&b->d);
 }
 
 KQ_INLINE void kq_unpack_q5_K(kq_sb *s, const kq_block_q5_K *b) {
@@ -67,8 +66,7 @@ KQ_INLINE void kq_unpack_q5_K(kq_sb *s, const kq_block_q5_K *b) {
                                           _mm256_and_si256(hb[2 * c + 1], b10));
     }
     kq_scales_q45(s, b->scales);
-    s->d = _cvtsh_ss(b->d);
-    s->dmin = _cvtsh_ss(b->dmin);
+    s->dd = kq_d_dmin(&b->d);
 }
 
 KQ_INLINE void kq_unpack_q6_K(kq_sb *s, const kq_block_q6_K *b) {
@@ -90,8 +88,7 @@ KQ_INLINE void kq_unpack_q6_K(kq_sb *s, const kq_block_q6_K *b) {
     const __m256i hi = _mm256_permute2x128_si256(sc16, sc16, 0x11); /* scales 8..15 */
     for (int i = 0; i < 8; i++) s->sc[i] = _mm256_shuffle_epi8(i < 4 ? lo : hi, word_splat((2 * i) & 7, (2 * i + 1) & 7));
     s->mdup = sc16;
-    s->d = _cvtsh_ss(b->d);
-    s->dmin = 0.0f;
+    s->dd = _mm_cvtph_ps(_mm_cvtsi32_si128(b->d));
 }
 
 KQ_INLINE __m256i kq_isum(const kq_sb *s, const kq_act *a) {
@@ -105,17 +102,19 @@ KQ_INLINE __m256i kq_isum(const kq_sb *s, const kq_act *a) {
 
 KQ_INLINE void kq_row_q45(const kq_sb *s, const kq_act *a, __m256 *acc, __m256 *accm) {
     const __m256i is = kq_isum(s, a);
+    const __m128 f = _mm_mul_ps(s->dd, _mm_set1_ps(a->d)); /* [d*dx, dmin*dx] */
     const __m256i im = _mm256_madd_epi16(_mm256_loadu_si256((const __m256i *)a->bsums), s->mdup);
-    *acc = _mm256_fmadd_ps(_mm256_cvtepi32_ps(is), _mm256_set1_ps(s->d * a->d), *acc);
-    *accm = _mm256_fmadd_ps(_mm256_cvtepi32_ps(im), _mm256_set1_ps(s->dmin * a->d), *accm);
+    *acc = _mm256_fmadd_ps(_mm256_cvtepi32_ps(is), _mm256_broadcastss_ps(f), *acc);
+    *accm = _mm256_fmadd_ps(_mm256_cvtepi32_ps(im), _mm256_broadcastss_ps(_mm_movehdup_ps(f)), *accm);
 }
 
 KQ_INLINE void kq_row_q6(const kq_sb *s, const kq_act *a, __m256 *acc, __m256 *accm) {
     (void)accm;
     const __m256i is = kq_isum(s, a);
+    const __m128 f = _mm_mul_ps(s->dd, _mm_set1_ps(a->d)); /* [d*dx, dmin*dx] */
     const __m256i im = _mm256_madd_epi16(_mm256_loadu_si256((const __m256i *)a->bsums), s->mdup);
     const __m256i t = _mm256_sub_epi32(is, _mm256_slli_epi32(im, 5));
-    *acc = _mm256_fmadd_ps(_mm256_cvtepi32_ps(t), _mm256_set1_ps(s->d * a->d), *acc);
+    *acc = _mm256_fmadd_ps(_mm256_cvtepi32_ps(t), _mm256_broadcastss_ps(f), *acc);
 }
 
 static inline float hsum8(__m256 v) {

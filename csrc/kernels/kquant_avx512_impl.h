@@ -101,7 +101,7 @@ typedef struct {
     __m512i w[4];  /* 256 unsigned weights, chunk order as kq_scale_of */
     __m512i sc[4]; /* scale vectors (VNNI: [0], [1] per chunk pair) */
     __m256i mdup;  /* Q4_K/Q5_K: mins, each twice (one per 16-value bsum); Q6_K: the 16 scales */
-    float d, dmin;
+    __m128 dd;     /* [d, dmin, 0, 0] (Q6_K: dmin = 0) */
 } kq_sb;
 
 KQ_INLINE void kq_scales_q45(kq_sb *s, const kq_consts *k, const uint8_t *packed) {
@@ -119,8 +119,7 @@ KQ_INLINE void kq_unpack_q4_K(kq_sb *s, const kq_consts *k, const kq_block_q4_K 
         s->w[2 * h + 1] = _mm512_and_si512(_mm512_srli_epi16(v, 4), k->lo4);
     }
     kq_scales_q45(s, k, b->scales);
-    s->d = _cvtsh_ss(b->d);
-    s->dmin = _cvtsh_ss(b->dmin);
+    s->dd = kq_d_dmin(&b->d);
 }
 
 KQ_INLINE void kq_unpack_q5_K(kq_sb *s, const kq_consts *k, const kq_block_q5_K *b) {
@@ -136,8 +135,7 @@ KQ_INLINE void kq_unpack_q5_K(kq_sb *s, const kq_consts *k, const kq_block_q5_K 
         s->w[2 * h + 1] = _mm512_ternarylogic_epi32(hi, hb1, k->b10, 0xF8);
     }
     kq_scales_q45(s, k, b->scales);
-    s->d = _cvtsh_ss(b->d);
-    s->dmin = _cvtsh_ss(b->dmin);
+    s->dd = kq_d_dmin(&b->d);
 }
 
 KQ_INLINE void kq_unpack_q6_K(kq_sb *s, const kq_consts *k, const kq_block_q6_K *b) {
@@ -155,8 +153,7 @@ KQ_INLINE void kq_unpack_q6_K(kq_sb *s, const kq_consts *k, const kq_block_q6_K 
     const __m512i sc = _mm512_zextsi256_si512(sc16);
     for (int c = 0; c < (KQ_VNNI ? 2 : 4); c++) s->sc[c] = _mm512_permutexvar_epi16(k->sidx[c], sc);
     s->mdup = sc16;
-    s->d = _cvtsh_ss(b->d);
-    s->dmin = 0.0f;
+    s->dd = _mm_cvtph_ps(_mm_cvtsi32_si128(b->d));
 }
 
 /* ---- per activation row ---- */
@@ -179,18 +176,20 @@ KQ_INLINE __m512i kq_isum(const kq_sb *s, const kq_act *a) {
 /* Q4_K/Q5_K: acc += dx*d*isum, accm += dx*dmin*sum_s m[s]*bsum(s) */
 KQ_INLINE void kq_row_q45(const kq_sb *s, const kq_act *a, __m512 *acc, __m256 *accm) {
     const __m512i is = kq_isum(s, a);
+    const __m128 f = _mm_mul_ps(s->dd, _mm_set1_ps(a->d)); /* [d*dx, dmin*dx] */
     const __m256i im = _mm256_madd_epi16(_mm256_loadu_si256((const __m256i *)a->bsums), s->mdup);
-    *acc = _mm512_fmadd_ps(_mm512_cvtepi32_ps(is), _mm512_set1_ps(s->d * a->d), *acc);
-    *accm = _mm256_fmadd_ps(_mm256_cvtepi32_ps(im), _mm256_set1_ps(s->dmin * a->d), *accm);
+    *acc = _mm512_fmadd_ps(_mm512_cvtepi32_ps(is), _mm512_broadcastss_ps(f), *acc);
+    *accm = _mm256_fmadd_ps(_mm256_cvtepi32_ps(im), _mm256_broadcastss_ps(_mm_movehdup_ps(f)), *accm);
 }
 
 /* Q6_K: acc += dx*d*(isum - 32*sum_g sc[g]*bsum[g]) */
 KQ_INLINE void kq_row_q6(const kq_sb *s, const kq_act *a, __m512 *acc, __m256 *accm) {
     (void)accm;
     const __m512i is = kq_isum(s, a);
+    const __m128 f = _mm_mul_ps(s->dd, _mm_set1_ps(a->d)); /* [d*dx, dmin*dx] */
     const __m256i im = _mm256_madd_epi16(_mm256_loadu_si256((const __m256i *)a->bsums), s->mdup);
     const __m512i t = _mm512_sub_epi32(is, _mm512_zextsi256_si512(_mm256_slli_epi32(im, 5)));
-    *acc = _mm512_fmadd_ps(_mm512_cvtepi32_ps(t), _mm512_set1_ps(s->d * a->d), *acc);
+    *acc = _mm512_fmadd_ps(_mm512_cvtepi32_ps(t), _mm512_broadcastss_ps(f), *acc);
 }
 
 /* One weight row against JT activation rows (JT a compile-time constant after inlining). */

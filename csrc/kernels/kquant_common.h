@@ -144,6 +144,13 @@ static inline __attribute__((always_inline)) void kq_quantize_act_avx2_(const fl
     }
 }
 
+/* [d, dmin, 0, 0] of a Q4_K/Q5_K block (the two fp16 at its start) */
+static inline __m128 kq_d_dmin(const uint16_t *d) {
+    int32_t v;
+    memcpy(&v, d, 4);
+    return _mm_cvtph_ps(_mm_cvtsi32_si128(v));
+}
+
 /* kq_scale_min in one xmm: bytes 0-7 = the 8 scales, 8-15 = the 8 mins. Reads 16 bytes from
  * `packed` (the 12 scale bytes are followed by at least 4 more bytes of the same block). */
 static inline __m128i kq_scale_min_sse(const uint8_t *packed) {
