@@ -15,7 +15,8 @@
  * scaled in float32 by d*dx (and the mins by dmin*dx) into a float accumulator per output.
  * Q6_K is stored as q-32 with q in [0,63]: the kernel multiplies q and subtracts 32*sc[g]*bsum[g].
  *
- * GEMM: each weight super-block is unpacked once per tile of up to KQ_JT activation rows. */
+ * GEMM: each weight super-block is unpacked once per tile of up to KQ_JT = 8 activation rows
+ * (8 vs 4: about 10% more GFLOP/s at n >= 16; 32 zmm registers hold the tile). */
 #include <immintrin.h>
 
 #include "kquant_common.h"
@@ -28,7 +29,7 @@
 #define KQ_ISA FC_ISA_AVX512
 #endif
 
-#define KQ_JT 4
+#define KQ_JT 8
 /* Software prefetch distance in weight bytes. Measured on the 2-vCPU dev VM (Q4_K GEMV, 256 MB,
  * 2 threads): 0 -> ~0.47 x membw, 1024 -> 0.70, 2048 -> 0.8-0.88, 3072..8192 -> 0.78-0.84: the
  * hardware prefetchers alone do not keep the stream ahead of the unpacking. */
@@ -235,7 +236,11 @@ KQ_INLINE void kq_row_q6(const kq_sb *s, const kq_act *a, __m512 *acc, __m256 *a
                 case 1: kq_rows_##FMT(w, nb, &k, xq, a->xq_row_bytes, 1, out); break;             \
                 case 2: kq_rows_##FMT(w, nb, &k, xq, a->xq_row_bytes, 2, out); break;             \
                 case 3: kq_rows_##FMT(w, nb, &k, xq, a->xq_row_bytes, 3, out); break;             \
-                default: kq_rows_##FMT(w, nb, &k, xq, a->xq_row_bytes, 4, out); break;            \
+                case 4: kq_rows_##FMT(w, nb, &k, xq, a->xq_row_bytes, 4, out); break;             \
+                case 5: kq_rows_##FMT(w, nb, &k, xq, a->xq_row_bytes, 5, out); break;             \
+                case 6: kq_rows_##FMT(w, nb, &k, xq, a->xq_row_bytes, 6, out); break;             \
+                case 7: kq_rows_##FMT(w, nb, &k, xq, a->xq_row_bytes, 7, out); break;             \
+                default: kq_rows_##FMT(w, nb, &k, xq, a->xq_row_bytes, 8, out); break;            \
                 }                                                                                 \
                 const int64_t jn = left >= KQ_JT ? KQ_JT : left;                                  \
                 for (int64_t j = 0; j < jn; j++) a->y[(j0 + j) * a->ldy + r] = out[j];            \
