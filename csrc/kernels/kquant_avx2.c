@@ -15,7 +15,7 @@
 
 #define KQ_JT 4
 /* software prefetch distance in weight bytes (see kquant_avx512_impl.h) */
-#define KQ_PF 2048
+#define KQ_PF 4096
 #define KQ_INLINE static inline __attribute__((always_inline))
 
 typedef struct {
@@ -132,9 +132,9 @@ static inline float hsum8(__m256 v) {
         for (int64_t b = 0; b < nb; b++) {                                                        \
             kq_sb s;                                                                              \
             const char *pf = (const char *)(w + b) + KQ_PF;                                       \
-            _mm_prefetch(pf, _MM_HINT_T0);                                                        \
-            _mm_prefetch(pf + 64, _MM_HINT_T0);                                                   \
-            _mm_prefetch(pf + 128, _MM_HINT_T0);                                                  \
+            _mm_prefetch(pf, _MM_HINT_T1);                                                        \
+            _mm_prefetch(pf + 64, _MM_HINT_T1);                                                   \
+            _mm_prefetch(pf + 128, _MM_HINT_T1);                                                  \
             UNPACK(&s, w + b);                                                                    \
             for (int j = 0; j < JT; j++) ROW(&s, (const kq_act *)(xq + j * xs) + b, &acc[j], &accm[j]); \
         }                                                                                         \

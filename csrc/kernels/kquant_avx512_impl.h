@@ -30,11 +30,12 @@
 #endif
 
 #define KQ_JT 8
-/* Software prefetch distance in weight bytes. Measured on the 2-vCPU dev VM (Q4_K GEMV, 256 MB,
- * 2 threads): 0 -> ~0.47 x membw, 1024 -> 0.70, 2048 -> 0.8-0.88, 3072..8192 -> 0.78-0.84: the
- * hardware prefetchers alone do not keep the stream ahead of the unpacking. */
+/* Software prefetch (to L2, 4 KiB ahead). Measured on the loaded 2-vCPU dev VM, Q4_K GEMV over
+ * 256 MB, 1 thread, as a fraction of a plain streaming read of the same array (median of 3x4
+ * alternating runs): none 0.50; T0 2 KiB 0.76; T0 4 KiB 0.79; NTA 2 KiB 0.65; T1 2 KiB 0.73;
+ * T1 4 KiB 0.87; T1 8 KiB 0.82. The hardware prefetchers alone do not keep the stream ahead. */
 #ifndef KQ_PF
-#define KQ_PF 2048
+#define KQ_PF 4096
 #endif
 #define KQ_INLINE static inline __attribute__((always_inline))
 
@@ -207,9 +208,9 @@ KQ_INLINE void kq_row_q6(const kq_sb *s, const kq_act *a, __m512 *acc, __m256 *a
             kq_sb s;                                                                              \
             if (KQ_PF > 0) {                                                                      \
                 const char *pf = (const char *)(w + b) + KQ_PF;                                   \
-                _mm_prefetch(pf, _MM_HINT_T0);                                                    \
-                _mm_prefetch(pf + 64, _MM_HINT_T0);                                               \
-                _mm_prefetch(pf + 128, _MM_HINT_T0);                                              \
+                _mm_prefetch(pf, _MM_HINT_T1);                                                    \
+                _mm_prefetch(pf + 64, _MM_HINT_T1);                                               \
+                _mm_prefetch(pf + 128, _MM_HINT_T1);                                              \
             }                                                                                     \
             UNPACK(&s, k, w + b);                                                                 \
             for (int j = 0; j < JT; j++) ROW(&s, (const kq_act *)(xq + j * xs) + b, &acc[j], &accm[j]); \
