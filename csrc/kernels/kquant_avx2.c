@@ -132,9 +132,7 @@ static inline float hsum8(__m256 v) {
         for (int64_t b = 0; b < nb; b++) {                                                        \
             kq_sb s;                                                                              \
             const char *pf = (const char *)(w + b) + KQ_PF;                                       \
-            _mm_prefetch(pf, _MM_HINT_T1);                                                        \
-            _mm_prefetch(pf + 64, _MM_HINT_T1);                                                   \
-            _mm_prefetch(pf + 128, _MM_HINT_T1);                                                  \
+            for (size_t o = 0; o < sizeof(BLOCK); o += 64) _mm_prefetch(pf + o, _MM_HINT_T1);          \
             UNPACK(&s, w + b);                                                                    \
             for (int j = 0; j < JT; j++) ROW(&s, (const kq_act *)(xq + j * xs) + b, &acc[j], &accm[j]); \
         }                                                                                         \

@@ -208,9 +208,7 @@ KQ_INLINE void kq_row_q6(const kq_sb *s, const kq_act *a, __m512 *acc, __m256 *a
             kq_sb s;                                                                              \
             if (KQ_PF > 0) {                                                                      \
                 const char *pf = (const char *)(w + b) + KQ_PF;                                   \
-                _mm_prefetch(pf, _MM_HINT_T1);                                                    \
-                _mm_prefetch(pf + 64, _MM_HINT_T1);                                               \
-                _mm_prefetch(pf + 128, _MM_HINT_T1);                                              \
+                for (size_t o = 0; o < sizeof(BLOCK); o += 64) _mm_prefetch(pf + o, _MM_HINT_T1);      \
             }                                                                                     \
             UNPACK(&s, k, w + b);                                                                 \
             for (int j = 0; j < JT; j++) ROW(&s, (const kq_act *)(xq + j * xs) + b, &acc[j], &accm[j]); \
