@@ -148,7 +148,7 @@ KQ_GEMM_REF(gemm_q6_K_q8_K_ref, kq_block_q6_K, dot_q6_K)
  *   Q6_K, group g of 16 with a = max |x|: step ds = d*sc[g] >= a/31, q - 32 in [-31, 31];
  *     |x - w| <= ds/2 < a/62 + d/2, with d ~ amax/(31*127).
  * (amax: the super-block's largest |x|; "~": rounding fp16 up adds at most a relative 2^-10 and
- * the smallest subnormal step 2^-24; tests/test_quantize.py checks these bounds.) */
+ * the smallest subnormal step 2^-24; tests/test_kquant_quantize.py checks these bounds.) */
 
 /* Smallest fp16 >= v (v >= 0, finite). */
 static uint16_t fp16_up(float v) {
