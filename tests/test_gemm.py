@@ -70,3 +70,17 @@ def test_dequantize_matches_gguf(qtype):
     rng = np.random.default_rng(3)
     w = random_weights(qtype, 5, cols_for(qtype)[1], rng)
     np.testing.assert_array_equal(kernels.dequantize(w, qtype), dequantize(qtype, w))
+
+
+@pytest.mark.parametrize("qtype", FORMATS)
+def test_gemm_long_rows(isa, qtype):
+    """Rows long enough for kernels that block the columns into passes (and activation counts that
+    leave partial activation tiles)."""
+    if not kernels.qtype_supported(qtype):
+        pytest.skip(f"no {qtype} kernel yet")
+    rng = np.random.default_rng(hash((qtype, isa, "long")) & 0xFFFF)
+    for cols in cols_for(qtype)[-2:]:
+        for n in (5, 18):
+            w = random_weights(qtype, 21, cols, rng)
+            X = activations(n, cols, rng)
+            _check(qtype, w, X, kernels.gemm(w, qtype, X, threads=2))

@@ -36,13 +36,23 @@ def test_stream_equals_text(llm):
     assert "".join(pieces) == llm.generate(PROMPT, **kw)
 
 
-def test_greedy_is_argmax_of_teacher_forced_logits(llm):
-    """Decoding token by token through the cache gives the same tokens as one teacher-forced pass."""
-    llm.generate(PROMPT, max_tokens=10, temperature=0)
-    gen = llm.last_stats["tokens"]
-    assert len(gen) == 10 or llm.last_stats["finish_reason"] == "stop"
-    ids = llm.tokenize(PROMPT)
-    lg = llm.eval(ids + gen)
+def test_greedy_is_argmax_of_teacher_forced_logits(model_path):
+    """Decoding token by token through the cache gives the same tokens as one teacher-forced pass.
+
+    Run at the scalar level: its GEMV and GEMM are the same loop, so the two paths must agree
+    exactly. The SIMD levels block activation rows differently for n=1 and n>1 (float sums in
+    another order, ~1e-6 relative), and the int8 re-quantization of every activation amplifies that
+    into logit differences of a few tenths; both paths measure the same KL against the oracle
+    (tests/test_logits.py), so exact agreement is only a property of the scalar level."""
+    from fastcpu import LLM, kernels
+
+    with kernels.use_isa("scalar"):
+        llm = LLM(model_path, ctx=64, threads=2)
+        llm.generate(PROMPT, max_tokens=6, temperature=0)
+        gen = llm.last_stats["tokens"]
+        assert len(gen) == 6 or llm.last_stats["finish_reason"] == "stop"
+        ids = llm.tokenize(PROMPT)
+        lg = llm.eval(ids + gen)
     assert lg.shape == (len(ids) + len(gen), llm.n_vocab) and lg.dtype == np.float32
     want = lg[len(ids) - 1: len(ids) - 1 + len(gen)].argmax(axis=1).tolist()
     assert gen == want

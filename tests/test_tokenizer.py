@@ -309,3 +309,61 @@ def test_collapse_categories():
     assert _collapse("a1 !") == "a1 !"
     assert _collapse("é٣\u00a0。\u0301€\u200b") == "\xd2\xd1\x0b\xd3\xd4\xd5\xd0"
     assert _collapse("\x1c\x85\u3000") == "\x1c\x0b\x0b"
+
+
+def test_spm_stream_continuation(spm_tokenizers):
+    tok = spm_tokenizers["base"]
+    ids = tok.encode("Hello world", add_special=False)
+    assert tok.token_text(ids[0]) == "▁Hello"
+    whole = tok.stream_decoder()
+    assert "".join(whole.feed(i) for i in ids) + whole.flush() == "Hello world" == tok.decode(ids)
+    # generated tokens continue a prompt: their first space is a real one
+    cont = tok.stream_decoder(continuation=True)
+    assert "".join(cont.feed(i) for i in ids) + cont.flush() == " Hello world"
+
+
+def test_numpy_ids_and_metadata(spm_tokenizers):
+    np = pytest.importorskip("numpy")
+    tok = spm_tokenizers["base"]
+    ids = tok.encode("Hello world")
+    assert tok.decode(np.array(ids, dtype=np.int32)) == tok.decode(ids)
+    meta = dict(SPM["metadata"])
+    meta["tokenizer.ggml.token_type"] = np.array(meta["tokenizer.ggml.token_type"], dtype=np.int32)
+    meta["tokenizer.ggml.bos_token_id"] = np.uint32(1)
+    assert Tokenizer.from_gguf_metadata(meta).encode("Hello world") == ids
+
+
+# --- every-byte-pair vocabulary: pins the pre-tokenizer cuts and llama.cpp's Unicode classes ----
+
+
+def _gpt2_byte_chars():
+    keep = set(range(0x21, 0x7F)) | set(range(0xA1, 0xAD)) | set(range(0xAE, 0x100))
+    out, n = [], 0
+    for b in range(256):
+        if b in keep:
+            out.append(chr(b))
+        else:
+            out.append(chr(256 + n))
+            n += 1
+    return out
+
+
+@pytest.fixture(scope="module")
+def bytepair_base():
+    chars = _gpt2_byte_chars()
+    return {
+        "tokenizer.ggml.model": "gpt2",
+        "tokenizer.ggml.tokens": chars + [a + b for a in chars for b in chars],
+        "tokenizer.ggml.merges": [f"{a} {b}" for a in chars for b in chars],
+        "tokenizer.ggml.bos_token_id": 0, "tokenizer.ggml.eos_token_id": 0, "tokenizer.ggml.add_bos_token": False,
+    }
+
+
+BYTEPAIRS = _load("tokenizer_bytepairs.json")
+
+
+@pytest.mark.parametrize("pre", sorted(BYTEPAIRS["pre"]))
+def test_bytepair_vocab_unicode_classes(bytepair_base, pre):
+    tok = Tokenizer.from_gguf_metadata(dict(bytepair_base, **{"tokenizer.ggml.pre": pre}))
+    for text, want in zip(BYTEPAIRS["strings"], BYTEPAIRS["pre"][pre]):
+        assert tok.encode(text, add_special=False) == want, f"{pre}: {text!r}"

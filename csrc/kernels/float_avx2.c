@@ -9,9 +9,10 @@
  * then a fixed tree). Every (row, activation) pair is computed by the same instruction sequence
  * whatever tile it falls in, so results do not depend on how rows are split across threads.
  *
- * GEMV (n == 1) streams 4 weight rows at once (4 FMA chains); GEMM tiles 2 weight rows x 4
- * activation rows (8 accumulators + 4 activation vectors + 1 weight vector fit the 16 ymm
- * registers), so every weight vector loaded feeds 4 FMAs.
+ * GEMV (n == 1) streams 4 weight rows at once (4 FMA chains), each prefetched 1 KB ahead (as in
+ * float_avx512.c); GEMM tiles 4 weight rows x 3
+ * activation rows (12 accumulators + 3 activation vectors + 1 weight vector: the 16 ymm registers),
+ * so every weight vector loaded feeds 3 FMAs and every activation vector 4.
  */
 #include <immintrin.h>
 
@@ -69,7 +70,7 @@ static inline float hsum8(__m256 v) {
 
 /* RB weight rows from r, NB activation rows from j; RB and NB are constants at every call site,
  * so the accumulators live in registers. */
-#define FLOAT_TILE(NAME, LOAD, LOAD_TAIL)                                                           \
+#define FLOAT_TILE(NAME, LOAD, LOAD_TAIL, ESZ)                                                         \
     static inline __attribute__((always_inline)) void NAME(const fc_gemm_args *a, int64_t r,         \
                                                            int64_t j, const int RB, const int NB) { \
         const int64_t k = a->k;                                                                     \
@@ -85,6 +86,7 @@ static inline float hsum8(__m256 v) {
             __m256 xv[4];                                                                           \
             for (int nb = 0; nb < NB; nb++) xv[nb] = _mm256_loadu_ps(x[nb] + i);                    \
             for (int rb = 0; rb < RB; rb++) {                                                       \
+                if (NB == 1) _mm_prefetch((const char *)w[rb] + i * ESZ + 1024, _MM_HINT_T0);        \
                 const __m256 wv = LOAD(w[rb], i);                                                   \
                 for (int nb = 0; nb < NB; nb++) acc[rb][nb] = _mm256_fmadd_ps(wv, xv[nb], acc[rb][nb]); \
             }                                                                                       \
@@ -101,7 +103,62 @@ static inline float hsum8(__m256 v) {
             for (int rb = 0; rb < RB; rb++) a->y[(j + nb) * a->ldy + r + rb] = hsum8(acc[rb][nb]);  \
     }
 
-#define FLOAT_GEMM(NAME, TILE)                                                                      \
+/* GEMM passes: KC columns of a 4-row weight tile (4 KB as F32) and of JB activation rows (16 KB)
+ * stay in L1 while the tile's accumulators go round through memory once per pass. Each
+ * (row, activation) lane still sums its products in column order: the result is the one the
+ * unblocked tile gives. */
+#define KC 256
+#define JB 16
+
+#define FLOAT_TILE_ACC(NAME, LOAD, LOAD_TAIL)                                                       \
+    static inline __attribute__((always_inline)) void NAME(const fc_gemm_args *a, int64_t r,         \
+                                                           int64_t j, int64_t kb, int64_t ke,       \
+                                                           __m256 *accm, const int RB, const int NB) { \
+        const uint8_t *w[4];                                                                        \
+        const float *x[4];                                                                          \
+        __m256 acc[4][4];                                                                           \
+        for (int rb = 0; rb < RB; rb++) w[rb] = a->w + (r + rb) * a->w_row_bytes;                  \
+        for (int nb = 0; nb < NB; nb++) x[nb] = (const float *)(a->xq + (j + nb) * a->xq_row_bytes);\
+        for (int rb = 0; rb < RB; rb++)                                                             \
+            for (int nb = 0; nb < NB; nb++) acc[rb][nb] = accm[rb * JB + nb];                        \
+        int64_t i = kb;                                                                             \
+        for (; i + LANES <= ke; i += LANES) {                                                       \
+            __m256 xv[4];                                                                           \
+            for (int nb = 0; nb < NB; nb++) xv[nb] = _mm256_loadu_ps(x[nb] + i);                    \
+            for (int rb = 0; rb < RB; rb++) {                                                       \
+                const __m256 wv = LOAD(w[rb], i);                                                   \
+                for (int nb = 0; nb < NB; nb++) acc[rb][nb] = _mm256_fmadd_ps(wv, xv[nb], acc[rb][nb]); \
+            }                                                                                       \
+        }                                                                                           \
+        if (i < ke) {                                                                               \
+            __m256 xv[4];                                                                           \
+            for (int nb = 0; nb < NB; nb++) xv[nb] = _mm256_loadu_ps(x[nb] + i);                    \
+            for (int rb = 0; rb < RB; rb++) {                                                       \
+                const __m256 wv = LOAD_TAIL(w[rb], i, ke - i);                                      \
+                for (int nb = 0; nb < NB; nb++) acc[rb][nb] = _mm256_fmadd_ps(wv, xv[nb], acc[rb][nb]); \
+            }                                                                                       \
+        }                                                                                           \
+        for (int rb = 0; rb < RB; rb++)                                                             \
+            for (int nb = 0; nb < NB; nb++) accm[rb * JB + nb] = acc[rb][nb];                        \
+    }
+
+/* One weight tile of RB rows against activation rows [j0, j0 + jn), jn <= JB. */
+#define FLOAT_PASS(NAME, TILE_ACC)                                                                  \
+    static inline __attribute__((always_inline)) void NAME(const fc_gemm_args *a, int64_t r,         \
+                                                           int64_t j0, int64_t jn, const int RB) {  \
+        __m256 accm[4 * JB];                                                                        \
+        for (int q = 0; q < RB * JB; q++) accm[q] = _mm256_setzero_ps();                            \
+        for (int64_t kb = 0; kb < a->k; kb += KC) {                                                 \
+            const int64_t ke = kb + KC < a->k ? kb + KC : a->k;                                     \
+            int64_t jj = 0;                                                                         \
+            for (; jj + 3 <= jn; jj += 3) TILE_ACC(a, r, j0 + jj, kb, ke, accm + jj, RB, 3);        \
+            for (; jj < jn; jj++) TILE_ACC(a, r, j0 + jj, kb, ke, accm + jj, RB, 1);                \
+        }                                                                                           \
+        for (int64_t jj = 0; jj < jn; jj++)                                                         \
+            for (int rb = 0; rb < RB; rb++) a->y[(j0 + jj) * a->ldy + r + rb] = hsum8(accm[rb * JB + jj]); \
+    }
+
+#define FLOAT_GEMM(NAME, TILE, PASS)                                                                \
     static void NAME(const fc_gemm_args *a, int64_t r0, int64_t r1) {                                \
         int64_t r = r0;                                                                             \
         if (a->n == 1) {                                                                            \
@@ -109,24 +166,24 @@ static inline float hsum8(__m256 v) {
             for (; r < r1; r++) TILE(a, r, 0, 1, 1);                                                \
             return;                                                                                 \
         }                                                                                           \
-        for (; r + 2 <= r1; r += 2) {                                                               \
-            int64_t j = 0;                                                                          \
-            for (; j + 4 <= a->n; j += 4) TILE(a, r, j, 2, 4);                                      \
-            for (; j < a->n; j++) TILE(a, r, j, 2, 1);                                              \
-        }                                                                                           \
-        for (; r < r1; r++) {                                                                       \
-            int64_t j = 0;                                                                          \
-            for (; j + 4 <= a->n; j += 4) TILE(a, r, j, 1, 4);                                      \
-            for (; j < a->n; j++) TILE(a, r, j, 1, 1);                                              \
-        }                                                                                           \
+        for (; r + 4 <= r1; r += 4)                                                                 \
+            for (int64_t j0 = 0; j0 < a->n; j0 += JB) PASS(a, r, j0, a->n - j0 < JB ? a->n - j0 : JB, 4); \
+        for (; r < r1; r++)                                                                         \
+            for (int64_t j0 = 0; j0 < a->n; j0 += JB) PASS(a, r, j0, a->n - j0 < JB ? a->n - j0 : JB, 1); \
     }
 
-FLOAT_TILE(tile_f32, load_f32, load_f32_tail)
-FLOAT_TILE(tile_f16, load_f16, load_f16_tail)
-FLOAT_TILE(tile_bf16, load_bf16, load_bf16_tail)
-FLOAT_GEMM(gemm_f32_f32_avx2, tile_f32)
-FLOAT_GEMM(gemm_f16_f32_avx2, tile_f16)
-FLOAT_GEMM(gemm_bf16_f32_avx2, tile_bf16)
+FLOAT_TILE(tile_f32, load_f32, load_f32_tail, 4)
+FLOAT_TILE(tile_f16, load_f16, load_f16_tail, 2)
+FLOAT_TILE(tile_bf16, load_bf16, load_bf16_tail, 2)
+FLOAT_TILE_ACC(tacc_f32, load_f32, load_f32_tail)
+FLOAT_TILE_ACC(tacc_f16, load_f16, load_f16_tail)
+FLOAT_TILE_ACC(tacc_bf16, load_bf16, load_bf16_tail)
+FLOAT_PASS(pass_f32, tacc_f32)
+FLOAT_PASS(pass_f16, tacc_f16)
+FLOAT_PASS(pass_bf16, tacc_bf16)
+FLOAT_GEMM(gemm_f32_f32_avx2, tile_f32, pass_f32)
+FLOAT_GEMM(gemm_f16_f32_avx2, tile_f16, pass_f16)
+FLOAT_GEMM(gemm_bf16_f32_avx2, tile_bf16, pass_bf16)
 
 FC_REG(float_avx2) {
     /* dequantize stays the scalar one (exact conversions; not on a hot path) */

@@ -2,7 +2,8 @@
  * Twin of legacy_scalar.c (the specification).
  *
  * Instructions: vpmaddubsw (u8 x s8 -> pairwise int16 sums), vpmaddwd by ones (-> int32),
- * vcvtdq2ps + vfmadd231ps per block; vpsignb/vpabsb for Q8_0; vcvtph2ps for the fp16 scales.
+ * vcvtdq2ps + vfmadd231ps per block; vpsignb/vpabsb for Q8_0; vpshufb/vpcmpeqb to spread the Q5
+ * high bits; vcvtph2ps for four fp16 scales at a time, vbroadcastss for the combined scales.
  * No AVX-512 instruction anywhere in this file (it runs on AVX2-only CPUs).
  *
  * Overflow limits: vpmaddubsw saturates at int16. Its operands are an unsigned weight code and a
@@ -10,12 +11,14 @@
  *   Q4_0/Q4_1 codes 0..15:  |pair| <= 2 * 15 * 127  =  3810
  *   Q5_0/Q5_1 codes 0..31:  |pair| <= 2 * 31 * 127  =  7874
  *   Q8_0 |w| <= 128 (sign moved onto a): |pair| <= 2 * 128 * 127 = 32512 < 32767
- * so it never saturates. The int32 lanes of one block hold at most 4 pairs (<= 130048), exact; the
- * block is then scaled in float32. The Q4_0/Q5_0 offsets (8, 16) leave the integer product as
- * -off * dw * s_b per block (s_b = activation block sum * d_b, stored by the quantizer).
+ * so it never saturates. vpmaddwd adds two pairs per int32 lane (|lane| <= 65024), exact; the
+ * block is then scaled in float32. The Q4_0/Q5_0 offsets (8, 16) and the Q4_1/Q5_1 mins stay out
+ * of the integer product: per block they add -off * dw_b * s_b or m_b * s_b (s_b = d_b * activation
+ * block sum, stored by the quantizer), accumulated in float32 next to the main sum.
  *
  * GEMM: each unpacked weight block is used for up to 4 activation rows before the next block
- * is loaded; the weight row stays in L1 while the activation rows stream from L1/L2.
+ * is loaded; the weight row stays in L1 while the activation rows stream from L1/L2. Blocks go
+ * in groups of four so that one vcvtph2ps converts four weight scales.
  */
 #include <immintrin.h>
 
@@ -25,13 +28,23 @@
 
 enum { F_Q4_0, F_Q4_1, F_Q5_0, F_Q5_1, F_Q8_0 };
 
+
 static const size_t blk_bytes[] = {sizeof(blk_q4_0), sizeof(blk_q4_1), sizeof(blk_q5_0),
                                    sizeof(blk_q5_1), sizeof(blk_q8_0)};
 
-AI float h2f(const uint8_t *p) {
+AI uint64_t ld16(const uint8_t *p) {
     uint16_t h;
     memcpy(&h, p, 2);
-    return _mm_cvtss_f32(_mm_cvtph_ps(_mm_cvtsi32_si128(h)));
+    return h;
+}
+
+/* fp16 field at byte off of cnt (1..4) blocks of bsz bytes -> float lanes 0..cnt-1 (rest 0) */
+AI __m128 scales4(const uint8_t *p, size_t bsz, int cnt, size_t off) {
+    uint64_t h = ld16(p + off);
+    if (cnt > 1) h |= ld16(p + bsz + off) << 16;
+    if (cnt > 2) h |= ld16(p + 2 * bsz + off) << 32;
+    if (cnt > 3) h |= ld16(p + 3 * bsz + off) << 48;
+    return _mm_cvtph_ps(_mm_cvtsi64_si128((long long)h));
 }
 
 /* 16 bytes of nibbles -> 32 codes: low nibbles are elements 0..15, high nibbles 16..31 */
@@ -53,14 +66,13 @@ AI __m256i fifth_bits(const uint8_t *qh4) {
     return _mm256_and_si256(set, _mm256_set1_epi8(0x10));
 }
 
-/* Unsigned codes (signed values for Q8_0), scale and min of one block. */
-AI __m256i unpack(const int fmt, const uint8_t *p, float *dw, float *mw) {
-    *dw = h2f(p);
+/* Unsigned codes (signed values for Q8_0) of one block. */
+AI __m256i codes(const int fmt, const uint8_t *p) {
     switch (fmt) {
     case F_Q4_0: return nibbles(p + 2);
-    case F_Q4_1: *mw = h2f(p + 2); return nibbles(p + 4);
+    case F_Q4_1: return nibbles(p + 4);
     case F_Q5_0: return _mm256_or_si256(nibbles(p + 6), fifth_bits(p + 2));
-    case F_Q5_1: *mw = h2f(p + 2); return _mm256_or_si256(nibbles(p + 8), fifth_bits(p + 4));
+    case F_Q5_1: return _mm256_or_si256(nibbles(p + 8), fifth_bits(p + 4));
     default: return _mm256_loadu_si256((const __m256i *)(p + 2));
     }
 }
@@ -72,80 +84,125 @@ AI float hsum(__m256 v) {
     return _mm_cvtss_f32(s);
 }
 
-/* One block against nr activation rows; its min/scale for the offset/min term goes to cw[b]. */
-AI void block(const int fmt, const int nr, const uint8_t *p, int64_t b, const int8_t *const *a,
-              const float *const *dx, float *cw, __m256 *acc) {
-    float dw, mw = 0.0f;
-    const __m256i q = unpack(fmt, p, &dw, &mw);
+/* vbroadcastss from memory is a pure load; written as asm because GCC otherwise keeps the value
+ * in a register and spends a shuffle (and a register) on every broadcast */
+AI __m256 bcast_mem(const float *p) {
+    __m256 r;
+    __asm__("vbroadcastss %1, %0" : "=x"(r) : "m"(*p));
+    return r;
+}
+
+/* acc[j] += c[j][i] (the block's combined scale) * int products of block p's codes with
+ * activation row j at block b */
+AI void block_rows(const int fmt, const int nr, const uint8_t *p, int64_t b, int i,
+                   const int8_t *const *a, const float (*c)[4], __m256 *acc) {
+    const __m256i q = codes(fmt, p);
     const __m256i qu = fmt == F_Q8_0 ? _mm256_abs_epi8(q) : q;
-    if (fmt != F_Q8_0) cw[b] = fmt == F_Q4_1 || fmt == F_Q5_1 ? mw : dw;
-    const __m256 dwv = _mm256_set1_ps(dw);
-    #pragma GCC unroll 4
+#pragma GCC unroll 4
     for (int j = 0; j < nr; j++) {
         __m256i av = _mm256_loadu_si256((const __m256i *)(a[j] + b * QK));
         if (fmt == F_Q8_0) av = _mm256_sign_epi8(av, q);
         const __m256i p32 = _mm256_madd_epi16(_mm256_maddubs_epi16(qu, av), _mm256_set1_epi16(1));
-        acc[j] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(p32), _mm256_mul_ps(dwv, _mm256_broadcast_ss(dx[j] + b)), acc[j]);
+        acc[j] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(p32), bcast_mem(&c[j][i]), acc[j]);
     }
 }
 
-/* sum_b cw[b] * s[b] */
-AI float dot_cw(const float *cw, const float *s, int64_t nb) {
-    __m256 acc = _mm256_setzero_ps();
-    int64_t b = 0;
-    for (; b + 8 <= nb; b += 8) acc = _mm256_fmadd_ps(_mm256_loadu_ps(cw + b), _mm256_loadu_ps(s + b), acc);
-    float r = hsum(acc);
-    for (; b < nb; b++) r += cw[b] * s[b];
-    return r;
+/* cnt (1..4) blocks from b against nr activation rows; even blocks go to accA, odd ones to accB,
+ * the offset/min term (dw or m times the activation block sum) to corr. One vcvtph2ps converts
+ * the four weight scales and one vmulps per row makes the four combined ones. */
+AI void group(const int fmt, const int nr, const int cnt, const uint8_t *p, int64_t b, const int8_t *const *a,
+              const float *const *dx, const float *const *sx, __m128 *corr, __m256 *accA, __m256 *accB) {
+    const size_t bsz = blk_bytes[fmt];
+    const int has_corr = fmt != F_Q8_0, has_min = fmt == F_Q4_1 || fmt == F_Q5_1;
+    const __m128 dw = scales4(p, bsz, cnt, 0);
+    const __m128 cw = has_corr ? has_min ? scales4(p, bsz, cnt, 2) : dw : _mm_setzero_ps();
+    /* through memory: vbroadcastss from it costs no ALU slot and 16 ymm registers are few */
+    float c[4][4] __attribute__((aligned(16)));
+#pragma GCC unroll 4
+    for (int j = 0; j < nr; j++) {
+        /* dx[j] + b + 3 may lie past the last scale: the load then reads into s[] (never past
+         * the padding); those lanes are never used. Likewise sx[j] + b + 3 reads the zeroed
+         * padding, and meets zero weight scales there. */
+        _mm_store_ps(c[j], _mm_mul_ps(dw, _mm_loadu_ps(dx[j] + b)));
+        if (has_corr) corr[j] = _mm_fmadd_ps(cw, _mm_loadu_ps(sx[j] + b), corr[j]);
+    }
+#pragma GCC unroll 4
+    for (int i = 0; i < cnt; i++) block_rows(fmt, nr, p + i * bsz, b + i, i, a, c, i & 1 ? accB : accA);
 }
 
 /* One weight row against nr (<= 4) activation rows at x; results to y[j * ldy].
- * cw: scratch of nb floats. With one or two rows the accumulation is split over two registers
- * per row (even / odd blocks) so that the fma latency does not bound the loop. */
+ * With one or two rows the accumulation is split over two registers per row (even / odd blocks)
+ * so that the fma latency does not bound the loop. */
 AI void tile(const int fmt, const int nr, const uint8_t *w, const uint8_t *x, size_t xs,
-             int64_t nb, float *y, int64_t ldy, float *cw) {
+             int64_t nb, float *y, int64_t ldy) {
     const size_t bsz = blk_bytes[fmt];
+    const int has_corr = fmt != F_Q8_0;
     const float cm = fmt == F_Q4_0 ? -8.0f : fmt == F_Q5_0 ? -16.0f : 1.0f;
     const int split = nr <= 2;
     __m256 acc0[4], acc1[4];
+    __m128 corr[4];
     const int8_t *a[4];
-    const float *dx[4];
-    #pragma GCC unroll 4
+    const float *dx[4], *sx[4];
+#pragma GCC unroll 4
     for (int j = 0; j < nr; j++) {
         acc0[j] = acc1[j] = _mm256_setzero_ps();
+        corr[j] = _mm_setzero_ps();
         a[j] = q8a_qs(x + j * xs);
         dx[j] = q8a_d(x + j * xs, nb);
+        sx[j] = q8a_s(x + j * xs, nb);
     }
     int64_t b = 0;
-    if (split)
-        for (; b + 2 <= nb; b += 2) {
-            block(fmt, nr, w + b * bsz, b, a, dx, cw, acc0);
-            block(fmt, nr, w + (b + 1) * bsz, b + 1, a, dx, cw, acc1);
-        }
-    for (; b < nb; b++) block(fmt, nr, w + b * bsz, b, a, dx, cw, acc0);
-    #pragma GCC unroll 4
+    for (; b + 4 <= nb; b += 4) group(fmt, nr, 4, w + b * bsz, b, a, dx, sx, corr, acc0, split ? acc1 : acc0);
+    switch (nb - b) {
+    case 3: group(fmt, nr, 3, w + b * bsz, b, a, dx, sx, corr, acc0, split ? acc1 : acc0); break;
+    case 2: group(fmt, nr, 2, w + b * bsz, b, a, dx, sx, corr, acc0, split ? acc1 : acc0); break;
+    case 1: group(fmt, nr, 1, w + b * bsz, b, a, dx, sx, corr, acc0, split ? acc1 : acc0); break;
+    default: break;
+    }
+#pragma GCC unroll 4
     for (int j = 0; j < nr; j++) {
-        float r = hsum(split ? _mm256_add_ps(acc0[j], acc1[j]) : acc0[j]);
-        if (fmt != F_Q8_0) r += cm * dot_cw(cw, q8a_s(x + j * xs, nb), nb);
-        y[j * ldy] = r;
+        __m256 t = split ? _mm256_add_ps(acc0[j], acc1[j]) : acc0[j];
+        if (has_corr) t = _mm256_fmadd_ps(_mm256_zextps128_ps256(corr[j]), _mm256_set1_ps(cm), t);
+        y[j * ldy] = hsum(t);
+    }
+}
+
+/* Activation rows per pass: their q8a rows (~4.5 KiB each at k = 4096) stay in L2 while a block
+ * of weight rows runs over them. A multiple of 4, so that the grouping of activation rows (and
+ * with it every result bit) is the same as without passes. */
+#define ACT_ROWS_PER_PASS 64
+/* Weight bytes per block of rows: re-read from L2 once per pass over the activations. */
+#define W_BYTES_PER_BLOCK (128 * 1024)
+
+AI void rows_block(const int fmt, const fc_gemm_args *a, int64_t r0, int64_t r1, int64_t j0, int64_t j1) {
+    const int64_t nb = a->k / QK;
+    const size_t xs = a->xq_row_bytes;
+    for (int64_t r = r0; r < r1; r++) {
+        const uint8_t *w = a->w + r * a->w_row_bytes;
+        float *y = a->y + r;
+        int64_t j = j0;
+        for (; j + 4 <= j1; j += 4) tile(fmt, 4, w, a->xq + j * xs, xs, nb, y + j * a->ldy, a->ldy);
+        switch (j1 - j) {
+        case 3: tile(fmt, 3, w, a->xq + j * xs, xs, nb, y + j * a->ldy, a->ldy); break;
+        case 2: tile(fmt, 2, w, a->xq + j * xs, xs, nb, y + j * a->ldy, a->ldy); break;
+        case 1: tile(fmt, 1, w, a->xq + j * xs, xs, nb, y + j * a->ldy, a->ldy); break;
+        default: break;
+        }
     }
 }
 
 AI void gemm_generic(const int fmt, const fc_gemm_args *a, int64_t r0, int64_t r1) {
-    const int64_t nb = a->k / QK, n = a->n;
-    const size_t xs = a->xq_row_bytes;
-    float cw[nb + 1];
-    for (int64_t r = r0; r < r1; r++) {
-        const uint8_t *w = a->w + r * a->w_row_bytes;
-        float *y = a->y + r;
-        int64_t j = 0;
-        for (; j + 4 <= n; j += 4) tile(fmt, 4, w, a->xq + j * xs, xs, nb, y + j * a->ldy, a->ldy, cw);
-        switch (n - j) {
-        case 3: tile(fmt, 3, w, a->xq + j * xs, xs, nb, y + j * a->ldy, a->ldy, cw); break;
-        case 2: tile(fmt, 2, w, a->xq + j * xs, xs, nb, y + j * a->ldy, a->ldy, cw); break;
-        case 1: tile(fmt, 1, w, a->xq + j * xs, xs, nb, y + j * a->ldy, a->ldy, cw); break;
-        default: break;
-        }
+    const int64_t n = a->n;
+    if (n <= ACT_ROWS_PER_PASS) {
+        rows_block(fmt, a, r0, r1, 0, n);
+        return;
+    }
+    int64_t rb = (int64_t)(W_BYTES_PER_BLOCK / a->w_row_bytes);
+    if (rb < 1) rb = 1;
+    for (int64_t b0 = r0; b0 < r1; b0 += rb) {
+        const int64_t b1 = r1 - b0 < rb ? r1 : b0 + rb;
+        for (int64_t j0 = 0; j0 < n; j0 += ACT_ROWS_PER_PASS)
+            rows_block(fmt, a, b0, b1, j0, n - j0 < ACT_ROWS_PER_PASS ? n : j0 + ACT_ROWS_PER_PASS);
     }
 }
 
@@ -155,7 +212,44 @@ static void gemm_q5_0_q8a_avx2(const fc_gemm_args *a, int64_t r0, int64_t r1) { 
 static void gemm_q5_1_q8a_avx2(const fc_gemm_args *a, int64_t r0, int64_t r1) { gemm_generic(F_Q5_1, a, r0, r1); }
 static void gemm_q8_0_q8a_avx2(const fc_gemm_args *a, int64_t r0, int64_t r1) { gemm_generic(F_Q8_0, a, r0, r1); }
 
-static void quantize_q8a_avx2(const float *FC_RESTRICT x, void *FC_RESTRICT xq, int64_t k) { q8a_quantize(x, xq, k); }
+/* q8a_quantize (legacy_common.h) with 8 floats per instruction; the same operations (IEEE
+ * division by d, round to nearest even, clamp), so the same bytes. */
+static void quantize_q8a_avx2(const float *FC_RESTRICT x, void *FC_RESTRICT xq, int64_t k) {
+    const int64_t nb = k / QK;
+    uint8_t *row = xq;
+    float *d = (float *)(row + nb * QK), *s = d + nb;
+    const __m256 sign = _mm256_set1_ps(-0.0f);
+    const __m256i lo = _mm256_set1_epi32(-127), hi = _mm256_set1_epi32(127);
+    for (int64_t b = 0; b < nb; b++) {
+        __m256 v[4];
+        for (int i = 0; i < 4; i++) v[i] = _mm256_loadu_ps(x + b * QK + 8 * i);
+        __m256 m = _mm256_max_ps(_mm256_max_ps(_mm256_andnot_ps(sign, v[0]), _mm256_andnot_ps(sign, v[1])),
+                                 _mm256_max_ps(_mm256_andnot_ps(sign, v[2]), _mm256_andnot_ps(sign, v[3])));
+        __m128 m4 = _mm_max_ps(_mm256_castps256_ps128(m), _mm256_extractf128_ps(m, 1));
+        m4 = _mm_max_ps(m4, _mm_movehl_ps(m4, m4));
+        m4 = _mm_max_ss(m4, _mm_movehdup_ps(m4));
+        const float db = _mm_cvtss_f32(m4) / 127.0f;
+        __m256i q[4];
+        if (db > 0.0f) {
+            const __m256 dv = _mm256_set1_ps(db);
+            for (int i = 0; i < 4; i++)
+                q[i] = _mm256_min_epi32(_mm256_max_epi32(_mm256_cvtps_epi32(_mm256_div_ps(v[i], dv)), lo), hi);
+        } else {
+            for (int i = 0; i < 4; i++) q[i] = _mm256_setzero_si256();
+        }
+        /* the packs work per 128-bit lane; the permute puts the 32 bytes back in order */
+        const __m256i p = _mm256_packs_epi16(_mm256_packs_epi32(q[0], q[1]), _mm256_packs_epi32(q[2], q[3]));
+        _mm256_storeu_si256((__m256i *)(row + b * QK),
+                            _mm256_permutevar8x32_epi32(p, _mm256_setr_epi32(0, 4, 1, 5, 2, 6, 3, 7)));
+        const __m256i t = _mm256_add_epi32(_mm256_add_epi32(q[0], q[1]), _mm256_add_epi32(q[2], q[3]));
+        __m128i t4 = _mm_add_epi32(_mm256_castsi256_si128(t), _mm256_extracti128_si256(t, 1));
+        t4 = _mm_add_epi32(t4, _mm_shuffle_epi32(t4, 0x4E));
+        t4 = _mm_add_epi32(t4, _mm_shuffle_epi32(t4, 0xB1));
+        d[b] = db;
+        s[b] = db * (float)_mm_cvtsi128_si32(t4);
+    }
+    memset(row + q8a_row_bytes(k) - Q8A_PAD, 0, Q8A_PAD);
+}
 
 /* Keeps the inherited dequantize (the scalar one: bit-exact with gguf, never fused). */
 static void set(fc_table *t, int qtype, void (*gemm)(const fc_gemm_args *, int64_t, int64_t)) {

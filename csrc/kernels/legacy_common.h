@@ -77,8 +77,9 @@ static inline const float *q8a_s(const uint8_t *row, int64_t nb) {
     return (const float *)(row + nb * QK) + nb;
 }
 
-/* Quantize one row (scalar; it is O(k) per activation row against O(rows * k) for the product,
- * so every level uses this one). lrintf rounds half to even in the default rounding mode (cvtss2si). */
+/* Quantize one row: the specification of the format. The SIMD levels have their own copies
+ * (quantize_q8a_avx2, quantize_q8a_x512) doing the same IEEE operations, so they write the same
+ * bytes. lrintf rounds half to even in the default rounding mode (cvtss2si). */
 static inline void q8a_quantize(const float *FC_RESTRICT x, void *FC_RESTRICT out, int64_t k) {
     const int64_t nb = k / QK;
     uint8_t *row = out;
@@ -93,10 +94,10 @@ static inline void q8a_quantize(const float *FC_RESTRICT x, void *FC_RESTRICT ou
             amax = v > amax ? v : amax;
         }
         const float db = amax / 127.0f;
-        const float id = amax > 0.0f ? 127.0f / amax : 0.0f;
         int sum = 0;
         for (int i = 0; i < QK; i++) {
-            int q = (int)lrintf(xb[i] * id);
+            /* x / d, not x * (127 / amax): the reciprocal overflows for subnormal amax */
+            int q = db > 0.0f ? (int)lrintf(xb[i] / db) : 0;
             q = q > 127 ? 127 : (q < -127 ? -127 : q);
             qs[b * QK + i] = (int8_t)q;
             sum += q;
