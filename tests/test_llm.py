@@ -54,15 +54,8 @@ def test_greedy_is_argmax_of_teacher_forced_logits(model_path):
         ids = llm.tokenize(PROMPT)
         lg = llm.eval(ids + gen)
     assert lg.shape == (len(ids) + len(gen), llm.n_vocab) and lg.dtype == np.float32
-    rows = lg[len(ids) - 1: len(ids) - 1 + len(gen)]
-    # int8 activations round differently in a one-row step than in a block, so a near tie may go
-    # either way; a clear winner may not, and the decoded token is always a top contender
-    top = np.argsort(-rows, axis=1)
-    margin = rows[np.arange(len(gen)), top[:, 0]] - rows[np.arange(len(gen)), top[:, 1]]
-    for i, t in enumerate(gen):
-        assert t in top[i, :3], (i, t, top[i, :3])
-        if margin[i] >= 1.0:
-            assert t == top[i, 0], (i, t, top[i, 0], margin[i])
+    want = lg[len(ids) - 1: len(ids) - 1 + len(gen)].argmax(axis=1).tolist()
+    assert gen == want
 
 
 def test_stop_strings(llm):
@@ -151,34 +144,23 @@ def test_cli_generate_and_bench(model_path, capsys):
     assert main(["generate", "-m", model_path + ".missing", "-p", "x"]) == 1
 
 
-def test_cache_prefix_reuse(llm):
-    """A prompt that extends the cached one only runs its new tokens; a diverging prompt rewinds the
-    cache. (Exactness of the cache is tested on float models in test_model.py: with int8
-    activations a block of other size rounds differently, so here the check is at the noise level
-    of that rounding, far below what a misplaced position or a stale cache gives.)"""
-    first = PROMPT + " red, green and"
-    full = first + " blue. The"
-    llm.generate(first, max_tokens=4, temperature=0)
-    warm = llm.generate(full, max_tokens=8, temperature=0)
-    assert llm.last_stats["cached_prompt_tokens"] >= len(llm.tokenize(first))
-    # the same cached path twice gives the same text
-    llm.generate(first, max_tokens=4, temperature=0)
-    assert llm.generate(full, max_tokens=8, temperature=0) == warm
-    ids = llm.tokenize(full)
-    e = llm.model.engine
-    e.reset()
-    cold = e.forward(ids, 0, "last")
-    e.reset()
-    e.forward(ids[:len(ids) - 3], 0, "none")
-    warm_logits = e.forward(ids[len(ids) - 3:], len(ids) - 3, "last")
-    assert np.abs(warm_logits - cold).max() < 0.1 * np.abs(cold).max()
-    top2 = np.sort(cold)[-2:]
-    if top2[1] - top2[0] > 1.0:
-        assert warm_logits.argmax() == cold.argmax()
-    llm.reset()  # the engine was driven directly: the LLM's record of the cache is stale
-    llm.generate(full, max_tokens=2, temperature=0)
-    other = llm.generate("Water boils at", max_tokens=6, temperature=0)
-    assert llm.last_stats["cached_prompt_tokens"] == (1 if llm.tokenizer.add_bos else 0)  # BOS
-    llm.generate("Water boils at", max_tokens=6, temperature=0)
-    assert llm.last_stats["cached_prompt_tokens"] == len(llm.tokenize("Water boils at")) - 1
-    assert other
+def test_cache_prefix_reuse_is_exact(model_path):
+    """A prompt that extends the cached one only runs its new tokens, with the same result as a
+    fresh start; a diverging prompt rewinds the cache. Exact only at the scalar level: SIMD levels
+    block activation rows differently for different batch sizes (see
+    test_greedy_is_argmax_of_teacher_forced_logits)."""
+    from fastcpu import LLM, kernels
+
+    with kernels.use_isa("scalar"):
+        llm = LLM(model_path, ctx=64, threads=2)
+        first = PROMPT + " red, green and"
+        llm.generate(first, max_tokens=2, temperature=0)
+        warm = llm.generate(first + " blue. The", max_tokens=4, temperature=0)
+        assert llm.last_stats["cached_prompt_tokens"] >= len(llm.tokenize(first))
+        llm.reset()
+        cold = llm.generate(first + " blue. The", max_tokens=4, temperature=0)
+        assert warm == cold
+        other = llm.generate("Water boils at", max_tokens=3, temperature=0)
+        assert llm.last_stats["cached_prompt_tokens"] == (1 if llm.tokenizer.add_bos else 0)  # BOS
+        llm.reset()
+        assert llm.generate("Water boils at", max_tokens=3, temperature=0) == other
