@@ -24,7 +24,11 @@ CASES = {
     "qwen2_f32": ("qwen2", dict(bias=True, tied=False, n_kv_heads=1), np.float32),
     "llama_partial_rope": ("llama", dict(rope_dim=8, head_dim=32, n_heads=2, n_kv_heads=1), np.float32),
     "mistral_linear_rope": ("mistral", dict(rope_linear_factor=4.0, rope_base=500000.0), np.float32),
+    # formats that differ inside the Q/K/V and gate/up groups (as in Q4_K_M files): no fusing
+    "llama_mixed_formats": ("llama", dict(mixed=True), np.float32),
 }
+
+MIXED = {f"blk.{i}.{n}.weight": np.float16 for i in range(2) for n in ("attn_v", "ffn_up")}
 
 
 def _build(tmp_path, name, **model_kw):
@@ -36,8 +40,9 @@ def _build(tmp_path, name, **model_kw):
     if "rope_linear_factor" in cfg:
         meta = {f"{arch}.rope.scaling.type": "linear", f"{arch}.rope.scaling.factor": cfg["rope_linear_factor"]}
     path = tmp_path / f"{name}.gguf"
-    model_ref.write_gguf(path, arch, cfg, W, dt, meta)
-    return Model(path, **model_kw), model_ref.stored(W, dt), cfg, arch == "qwen2"
+    dtypes = MIXED if cfg.get("mixed") else None
+    model_ref.write_gguf(path, arch, cfg, W, dt, meta, dtypes=dtypes)
+    return Model(path, **model_kw), model_ref.stored(W, dt, dtypes), cfg, arch == "qwen2"
 
 
 def _close(got, want, rtol=tol.MODEL_FLOAT_RTOL):
@@ -53,7 +58,7 @@ def test_forward_matches_reference(tmp_path, isa, name):
     toks = rng.integers(0, cfg["vocab"], 23)
     want = model_ref.forward(W, cfg, toks, neox)
     # AMX runs F16 matmuls of several rows on bf16 tiles
-    bf16 = CASES[name][2] == np.float16 and isa in ("amx", "amx_sim")
+    bf16 = (CASES[name][2] == np.float16 or "mixed" in name) and isa in ("amx", "amx_sim")
     rtol = tol.MODEL_BF16_RTOL if bf16 else tol.MODEL_FLOAT_RTOL
     _close(m.forward(toks, 0, "all"), want, rtol)
     # last-row logits of the same pass
