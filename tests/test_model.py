@@ -169,3 +169,17 @@ def test_llama3_rope_scaling():
             s = (8192 / w - 1) / (4 - 1)
             assert f == pytest.approx((1 - s) * b / 8 + s * b, rel=1e-6)
     assert (got < base * 0.99).any() and (np.abs(got - base) < 1e-12).any()
+
+
+def test_parallel_stages(tmp_path):
+    """Blocks big enough that the row-wise steps and causal attention run across the pool."""
+    cfg = dict(BASE, dim=256, head_dim=64, hidden=512, n_heads=4, n_kv_heads=2, ctx_train=256)
+    W = model_ref.make_weights(np.random.default_rng(5), cfg)
+    path = tmp_path / "wide.gguf"
+    model_ref.write_gguf(path, "llama", cfg, W)
+    W = model_ref.stored(W, np.float32)
+    toks = np.random.default_rng(6).integers(0, cfg["vocab"], 200)
+    want = model_ref.forward(W, cfg, toks, False)
+    for threads in (1, 2, 3):
+        m = Model(path, ctx=256, max_batch=128, threads=threads)
+        _close(m.forward(toks, 0, "all"), want)
