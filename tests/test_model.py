@@ -11,6 +11,7 @@ pytest.importorskip("gguf")
 
 import model_ref  # noqa: E402
 import tolerances as tol  # noqa: E402
+from fastcpu import kernels  # noqa: E402
 from fastcpu.gguf import ModelFormatError  # noqa: E402
 from fastcpu.model import Model, ModelConfig, rope_inv_freq  # noqa: E402
 
@@ -180,6 +181,10 @@ def test_parallel_stages(tmp_path):
     W = model_ref.stored(W, np.float32)
     toks = np.random.default_rng(6).integers(0, cfg["vocab"], 200)
     want = model_ref.forward(W, cfg, toks, False)
-    for threads in (1, 2, 3):
+    for threads in (1, 2, 3, None):
         m = Model(path, ctx=256, max_batch=128, threads=threads)
+        assert m.engine.threads == (threads or kernels.default_threads())
         _close(m.forward(toks, 0, "all"), want)
+    m.engine.set_threads(1)
+    assert m.engine.threads == 1
+    _close(m.forward(toks, 0, "all"), want)

@@ -164,6 +164,7 @@ fc_llama *fc_llama_create(const fc_llama_config *cfg, fc_llama_tensor token_embd
     m->q_dim = c->n_heads * c->head_dim;
     m->kv_dim = c->n_kv_heads * c->head_dim;
     m->nth = fc_resolve_threads(c->threads);
+    m->c.threads = m->nth; /* 0 meant the default: the stages need the actual count */
     m->embd = token_embd;
     m->embd_row_bytes = fc_row_bytes(token_embd.qtype, dim);
     m->out_norm = output_norm;
@@ -231,6 +232,8 @@ void fc_llama_set_threads(fc_llama *m, int threads) {
 }
 
 size_t fc_llama_alloc_bytes(const fc_llama *m) { return m->alloc_bytes; }
+
+int fc_llama_threads(const fc_llama *m) { return m->c.threads; }
 
 static size_t weight_bytes(const fc_weight *w) { return w->kernel ? (size_t)w->rows * w->row_bytes : 0; }
 
