@@ -29,7 +29,7 @@ TOP2_MARGIN = 0.1
 PPL_RTOL = 0.015
 
 # "default" is the default model itself; the others its conversions
-FORMATS = ["default", "F16", "Q8_0", "Q4_0", "Q5_0", "Q5_1"]
+FORMATS = ["default", "F16", "BF16", "Q8_0", "Q4_0", "Q5_0", "Q5_1"]
 
 
 def _format_path(default_path: str, fmt: str):
