@@ -57,7 +57,7 @@ cdef extern from "model/llama.h" nogil:
                                   const fc_llama_layer_src *layers, const float *inv_freq,
                                   const fc_llama_source *src, char *err, size_t err_len)
     int fc_llama_forward_rows(fc_llama *m, const int32_t *tokens, int n, const int32_t *pos, const int32_t *seq,
-                              int seq_ctx, float *logits)
+                              int seq_ctx, const uint8_t *want, float *logits)
     size_t fc_llama_weight_bytes(const fc_llama *m)
     size_t fc_llama_alloc_bytes(const fc_llama *m)
     void fc_llama_set_threads(fc_llama *m, int threads)
@@ -298,9 +298,10 @@ cdef class Engine:
         if rc != 0:
             raise MemoryError("the forward pass could not allocate its GEMM work buffer")
 
-    def forward_rows(self, tokens, pos, seq, int seq_ctx):
+    def forward_rows(self, tokens, pos, seq, int seq_ctx, want=None):
         """Independent rows: token i at position pos[i] of sequence seq[i], whose cache holds
-        positions seq*seq_ctx .. +seq_ctx-1. Returns (n, n_vocab) float32 logits."""
+        positions seq*seq_ctx .. +seq_ctx-1. Returns float32 logits (rows wanted, n_vocab): every
+        row, or those where the boolean array `want` is set."""
         tv_a = np.ascontiguousarray(tokens, dtype=np.int64)
         pv_a = np.ascontiguousarray(pos, dtype=np.int64)
         sv_a = np.ascontiguousarray(seq, dtype=np.int64)
@@ -319,13 +320,23 @@ cdef class Engine:
         cdef const int32_t[::1] pv = pv_a.astype(np.int32)
         cdef const int32_t[::1] sv = sv_a.astype(np.int32)
         cdef int n = tv_a.shape[0]
-        res = np.empty((n, self.n_vocab), np.float32)
+        cdef const uint8_t[::1] wv
+        cdef const uint8_t *wp = NULL
+        n_out = n
+        if want is not None:
+            w_a = np.ascontiguousarray(want, dtype=bool)
+            if w_a.shape != tv_a.shape:
+                raise EngineError("want must have one flag per row")
+            n_out = int(w_a.sum())
+            wv = w_a.view(np.uint8)
+            wp = &wv[0]
+        res = np.empty((max(n_out, 1), self.n_vocab), np.float32)
         cdef float[:, ::1] lv = res
         cdef int rc
         with nogil:
-            rc = fc_llama_forward_rows(self.m, &tv[0], n, &pv[0], &sv[0], seq_ctx, &lv[0, 0])
+            rc = fc_llama_forward_rows(self.m, &tv[0], n, &pv[0], &sv[0], seq_ctx, wp, &lv[0, 0])
         self._check_rc(rc)
-        return res
+        return res[:n_out]
 
 
 # ---- weight streaming (csrc/model/stream.c) ----
@@ -355,6 +366,7 @@ cdef extern from "model/stream.h" nogil:
     size_t fc_stream_ring_bytes(const fc_stream *s)
     void fc_stream_counters(const fc_stream *s, uint64_t *bytes_read, double *wait_s, uint64_t *passes)
     void fc_stream_reset_counters(fc_stream *s)
+    void fc_stream_inject_error(fc_stream *s, int err_no)
     size_t fc_stream_group_slot_bytes(const fc_stream_tensor *t, int n, int direct)
     double fc_stream_read_bandwidth(const char *path, uint64_t off, uint64_t nbytes, int readers, int direct,
                                     size_t chunk)
@@ -478,6 +490,10 @@ cdef class Stream:
 
     def reset_counters(self):
         fc_stream_reset_counters(self.s)
+
+    def _inject_error(self, int err_no):
+        """Tests: the next streamed read fails with err_no."""
+        fc_stream_inject_error(self.s, err_no)
 
     def raise_error(self):
         cdef int err_no = 0, changed = 0

@@ -391,7 +391,7 @@ static void run_stage(block_job *j, int stage) {
 }
 
 static int block_forward(fc_llama *m, const int32_t *tokens, int nb, int pos0, float *logits, int logits_mode,
-                         const int32_t *rpos, const int32_t *rseq, int seq_ctx) {
+                         const int32_t *rpos, const int32_t *rseq, int seq_ctx, const uint8_t *want) {
     const fc_llama_config *c = &m->c;
     const fc_table *tab = fc_tab();
     const int64_t dim = c->dim;
@@ -456,7 +456,16 @@ static int block_forward(fc_llama *m, const int32_t *tokens, int nb, int pos0, f
     }
     /* xb now holds the final-normed rows */
     if (m->src.fetch && (rc = fetch_layer(m, c->n_layers))) return rc;
-    if (logits_mode == FC_LOGITS_ALL) {
+    if (logits_mode == FC_LOGITS_ALL && want) {
+        /* only the wanted rows, moved to the front (ascending: a row never lands on one still needed) */
+        int k = 0;
+        for (int i = 0; i < nb; i++)
+            if (want[i]) {
+                if (k != i) memcpy(m->xb + k * dim, m->xb + i * dim, (size_t)dim * sizeof(float));
+                k++;
+            }
+        if (k && fc_gemm_w(&m->out, m->xb, k, logits, th, m->work)) return -1;
+    } else if (logits_mode == FC_LOGITS_ALL) {
         if (fc_gemm_w(&m->out, m->xb, nb, logits, th, m->work)) return -1;
     } else if (logits_mode == FC_LOGITS_LAST) {
         if (fc_gemm_w(&m->out, m->xb + (int64_t)(nb - 1) * dim, 1, logits, th, m->work)) return -1;
@@ -471,20 +480,26 @@ int fc_llama_forward(fc_llama *m, const int32_t *tokens, int n_tokens, int pos, 
         const int last = b0 + nb == n_tokens;
         int mode = logits_mode == FC_LOGITS_ALL ? FC_LOGITS_ALL : (last ? logits_mode : FC_LOGITS_NONE);
         float *out = logits_mode == FC_LOGITS_ALL ? logits + (size_t)b0 * (size_t)m->c.n_vocab : logits;
-        int rc = block_forward(m, tokens + b0, nb, pos + b0, out, mode, NULL, NULL, 0);
+        int rc = block_forward(m, tokens + b0, nb, pos + b0, out, mode, NULL, NULL, 0, NULL);
         if (rc) return rc;
     }
     return 0;
 }
 
 int fc_llama_forward_rows(fc_llama *m, const int32_t *tokens, int n, const int32_t *pos, const int32_t *seq,
-                          int seq_ctx, float *logits) {
+                          int seq_ctx, const uint8_t *want, float *logits) {
     const int B = m->c.max_batch;
+    size_t out_row = 0;
     for (int b0 = 0; b0 < n; b0 += B) {
         const int nb = n - b0 < B ? n - b0 : B;
-        int rc = block_forward(m, tokens + b0, nb, 0, logits + (size_t)b0 * (size_t)m->c.n_vocab, FC_LOGITS_ALL,
-                               pos + b0, seq + b0, seq_ctx);
+        int rc = block_forward(m, tokens + b0, nb, 0, logits + out_row * (size_t)m->c.n_vocab, FC_LOGITS_ALL,
+                               pos + b0, seq + b0, seq_ctx, want ? want + b0 : NULL);
         if (rc) return rc;
+        if (want) {
+            for (int i = 0; i < nb; i++) out_row += want[b0 + i] != 0;
+        } else {
+            out_row += (size_t)nb;
+        }
     }
     return 0;
 }

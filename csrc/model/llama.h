@@ -93,10 +93,11 @@ FC_API fc_llama *fc_llama_create_src(const fc_llama_config *cfg, fc_llama_tensor
 /* Independent rows, one token each (batched decoding of several sequences): row i is token[i] at
  * position pos[i] of sequence seq[i], whose keys/values live in cache positions
  * seq[i]*seq_ctx .. seq[i]*seq_ctx + seq_ctx - 1 (pos[i] < seq_ctx; the sequence's earlier
- * positions must be cached, or come earlier in the same call). Writes n * n_vocab logits.
+ * positions must be cached, or come earlier in the same call). Writes n_vocab logits for each
+ * row with want[i] set (every row when want is NULL), packed in row order.
  * Rows run in blocks of max_batch: each block is one pass over the weights. */
 FC_API int fc_llama_forward_rows(fc_llama *m, const int32_t *tokens, int n, const int32_t *pos, const int32_t *seq,
-                                 int seq_ctx, float *logits);
+                                 int seq_ctx, const uint8_t *want, float *logits);
 
 /* Weight bytes one decoded token reads (every matrix once, plus one embedding row). */
 FC_API size_t fc_llama_weight_bytes(const fc_llama *m);

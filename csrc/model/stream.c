@@ -110,6 +110,7 @@ struct fc_stream {
 
     int failed, fail_errno, fail_changed;
     char msg[512];
+    _Atomic int inject; /* tests: the next read fails with this errno */
 };
 
 static void set_fail(fc_stream *s, int err_no, int changed, const char *fmt, const char *detail) {
@@ -155,7 +156,8 @@ static void *reader(void *arg) {
         pthread_mutex_unlock(&s->mu);
 
         int short_read = 0;
-        int err = read_range(s->fd, r.dst, r.off, r.len, r.need, &short_read);
+        int err = atomic_exchange(&s->inject, 0);
+        if (!err) err = read_range(s->fd, r.dst, r.off, r.len, r.need, &short_read);
         if (!err) {
             atomic_fetch_add(&s->bytes_read, r.len);
             if (!s->direct) posix_fadvise(s->fd, (off_t)r.off, (off_t)r.len, POSIX_FADV_DONTNEED);
@@ -545,6 +547,8 @@ int fc_stream_embd_row(fc_stream *s, int32_t token, float *dst, int64_t dim) {
     k->dequantize(s->bounce + (off - a), dst, dim);
     return 0;
 }
+
+void fc_stream_inject_error(fc_stream *s, int err_no) { atomic_store(&s->inject, err_no); }
 
 const char *fc_stream_error(const fc_stream *s, int *err_no, int *changed) {
     if (err_no) *err_no = s->fail_errno;

@@ -66,6 +66,10 @@ FC_API int fc_stream_embd_row(fc_stream *s, int32_t token, float *dst, int64_t d
 /* The failure: message, errno (0: not an OS error) and whether the file changed on disk. */
 FC_API const char *fc_stream_error(const fc_stream *s, int *err_no, int *changed);
 
+/* Tests: the next read of a streamed chunk fails with err_no (an I/O error cannot be provoked on
+ * demand). */
+FC_API void fc_stream_inject_error(fc_stream *s, int err_no);
+
 /* Memory of this module's own: pinned tensors and the ring (the two make the budget). */
 FC_API size_t fc_stream_pinned_bytes(const fc_stream *s);
 FC_API size_t fc_stream_ring_bytes(const fc_stream *s);
