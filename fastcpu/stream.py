@@ -22,6 +22,7 @@ Read settings (environment, or LLM(..., stream_options={...})):
 """
 from __future__ import annotations
 
+import mmap
 import os
 import re
 from dataclasses import dataclass, field
@@ -242,4 +243,18 @@ def setup(f, cfg, ram_budget, stream_options, layers: list, output_norm: np.ndar
     if p is None:
         return None, None, output_norm
     s = open_stream(f, cfg, p, opts)
+    release_mapping(f)
     return s, p, output_norm
+
+
+def release_mapping(f) -> None:
+    """Drops the pages the loader faulted in through the file mapping (header, metadata, the norm
+    vectors now copied, with the kernel's fault-around) from this process: streaming never reads
+    through the mapping, so they would only sit in RSS. They are clean file pages: touching them
+    again just reads them back."""
+    mm = getattr(f, "_mm", None)
+    if mm is not None and hasattr(mm, "madvise") and hasattr(mmap, "MADV_DONTNEED"):
+        try:
+            mm.madvise(mmap.MADV_DONTNEED)
+        except (OSError, ValueError):
+            pass
