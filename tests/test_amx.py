@@ -10,6 +10,7 @@ import zlib
 
 import numpy as np
 import pytest
+from childproc import CHILD_CWD, child_env
 
 import fastcpu
 from fastcpu import _core, kernels
@@ -450,9 +451,8 @@ def test_prepare_at_every_level(isa, qtype):
 
 def _run_py(code, **env):
     e = dict(os.environ, **env)
-    e["PYTHONPATH"] = os.pathsep.join([os.path.dirname(os.path.dirname(fastcpu.__file__)),
-                                       e.get("PYTHONPATH", "")])
-    return subprocess.run([sys.executable, "-c", code], env=e, capture_output=True, text=True, timeout=120)
+    return subprocess.run([sys.executable, "-c", code], env=child_env(e), cwd=CHILD_CWD, capture_output=True,
+                          text=True, timeout=120)
 
 
 @pytest.mark.skipif(HAVE_AMX, reason="this CPU has AMX")

@@ -80,7 +80,7 @@ def test_zero_and_tiny_activation_blocks(isa, qtype):
 
 @pytest.mark.parametrize("qtype", LEGACY)
 def test_long_rows(isa, qtype):
-    """Rows longer than the kernels' chunk of buffered offset/min values (512 blocks)."""
+    """Rows of 1027 blocks: long accumulations, and a partial group of blocks at the end."""
     from kernel_ref import activations, random_weights
     rng = np.random.default_rng(5)
     cols = 32 * (2 * 512 + 3)
@@ -88,3 +88,38 @@ def test_long_rows(isa, qtype):
     for n in (1, 5):
         X = activations(n, cols, rng)
         _check(qtype, w, X, kernels.gemm(w, qtype, X, threads=2))
+
+
+@pytest.mark.parametrize("qtype", LEGACY)
+def test_gemv_row_independent_of_position(isa, qtype):
+    """A row's result must not depend on its position among the rows or on the thread split
+    (bit for bit): kernels that group weight rows must give each row the same operations."""
+    from kernel_ref import activations, random_weights
+    rng = np.random.default_rng(9)
+    cols = 32 * 13
+    w = random_weights(qtype, 9, cols, rng)
+    x = activations(1, cols, rng)[0]
+    y = kernels.gemv(w, qtype, x, threads=1)
+    np.testing.assert_array_equal(kernels.gemv(w[1:], qtype, x, threads=1), y[1:])
+    np.testing.assert_array_equal(kernels.gemv(w[3:4], qtype, x, threads=1), y[3:4])
+    np.testing.assert_array_equal(kernels.gemv(w, qtype, x, threads=3), y)
+
+
+@pytest.mark.parametrize("qtype", LEGACY)
+def test_gemm_many_rows_blocked(isa, qtype):
+    """More activation rows than one pass (64) and more weight rows than one block (128 KiB):
+    the kernels walk the product in blocks; every result bit must be the one an unblocked
+    (smaller) call gives."""
+    from kernel_ref import activations, random_weights
+    if kernels.kernel_isa_for(qtype) == "scalar":
+        pytest.skip("the scalar reference does not block")
+    rng = np.random.default_rng(13)
+    cols = 96
+    rows = 2 * (128 * 1024 // kernels.row_bytes(qtype, cols)) + 5
+    w = random_weights(qtype, rows, cols, rng)
+    X = activations(70, cols, rng)
+    Y = kernels.gemm(w, qtype, X, threads=1)
+    _check(qtype, w, X, Y)
+    np.testing.assert_array_equal(Y[:64], kernels.gemm(w, qtype, X[:64], threads=1))
+    np.testing.assert_array_equal(Y[64:], kernels.gemm(w, qtype, X[64:], threads=1))
+    np.testing.assert_array_equal(Y, kernels.gemm(w, qtype, X, threads=2))

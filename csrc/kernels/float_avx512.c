@@ -10,9 +10,10 @@
  * whatever tile it falls in, so results do not depend on how rows are split across threads.
  *
  * GEMV (n == 1) streams 8 weight rows at once (8 independent FMA chains hide the FMA latency while
- * the loads stay sequential per row); GEMM tiles 4 weight rows x 4 activation rows so that every
- * weight vector loaded feeds 4 FMAs, with the weight tile's rows staying in L1/L2 while all
- * activation rows pass over it.
+ * the loads stay sequential per row), each row prefetched 1 KB ahead: with 16 streams in flight on
+ * 2 cores the hardware prefetchers alone left F16/BF16 about 10% short of the read bandwidth.
+ * GEMM tiles 4 weight rows x 4 activation rows, so every weight vector loaded feeds 4 FMAs, in
+ * column passes that keep the weight tile and 16 activation rows in L1 (see KC below).
  */
 #include <immintrin.h>
 
@@ -52,7 +53,7 @@ static inline __m512 load_bf16_tail(const void *p, int64_t i, __mmask16 m) {
 
 /* RB weight rows from r, NB activation rows from j. RB and NB are constants at every call site, so
  * the accumulator arrays live in registers. */
-#define FLOAT_TILE(NAME, LOAD, LOAD_TAIL)                                                           \
+#define FLOAT_TILE(NAME, LOAD, LOAD_TAIL, ESZ)                                                         \
     static inline __attribute__((always_inline)) void NAME(const fc_gemm_args *a, int64_t r,         \
                                                            int64_t j, const int RB, const int NB) { \
         const int64_t k = a->k;                                                                     \
@@ -68,6 +69,7 @@ static inline __m512 load_bf16_tail(const void *p, int64_t i, __mmask16 m) {
             __m512 xv[4];                                                                           \
             for (int nb = 0; nb < NB; nb++) xv[nb] = _mm512_loadu_ps(x[nb] + i);                    \
             for (int rb = 0; rb < RB; rb++) {                                                       \
+                if (NB == 1) _mm_prefetch((const char *)w[rb] + i * ESZ + 1024, _MM_HINT_T0);        \
                 const __m512 wv = LOAD(w[rb], i);                                                   \
                 for (int nb = 0; nb < NB; nb++) acc[rb][nb] = _mm512_fmadd_ps(wv, xv[nb], acc[rb][nb]); \
             }                                                                                       \
@@ -157,9 +159,9 @@ static inline __m512 load_bf16_tail(const void *p, int64_t i, __mmask16 m) {
             for (int64_t j0 = 0; j0 < a->n; j0 += JB) PASS(a, r, j0, a->n - j0 < JB ? a->n - j0 : JB, 1); \
     }
 
-FLOAT_TILE(tile_f32, load_f32, load_f32_tail)
-FLOAT_TILE(tile_f16, load_f16, load_f16_tail)
-FLOAT_TILE(tile_bf16, load_bf16, load_bf16_tail)
+FLOAT_TILE(tile_f32, load_f32, load_f32_tail, 4)
+FLOAT_TILE(tile_f16, load_f16, load_f16_tail, 2)
+FLOAT_TILE(tile_bf16, load_bf16, load_bf16_tail, 2)
 FLOAT_TILE_ACC(tacc_f32, load_f32, load_f32_tail)
 FLOAT_TILE_ACC(tacc_f16, load_f16, load_f16_tail)
 FLOAT_TILE_ACC(tacc_bf16, load_bf16, load_bf16_tail)

@@ -49,6 +49,7 @@ static inline __attribute__((always_inline)) void tile_bf16(const fc_gemm_args *
         __m512i xv[4];
         for (int nb = 0; nb < NB; nb++) xv[nb] = _mm512_loadu_si512((const void *)(x[nb] + i));
         for (int rb = 0; rb < RB; rb++) {
+            if (NB == 1) _mm_prefetch((const char *)(w[rb] + i) + 1024, _MM_HINT_T0); /* as float_avx512.c */
             const __m512i wv = _mm512_loadu_si512((const void *)(w[rb] + i));
             for (int nb = 0; nb < NB; nb++) acc[rb][nb] = _mm512_dpbf16_ps(acc[rb][nb], as_bh(wv), as_bh(xv[nb]));
         }

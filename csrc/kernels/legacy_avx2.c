@@ -3,7 +3,7 @@
  *
  * Instructions: vpmaddubsw (u8 x s8 -> pairwise int16 sums), vpmaddwd by ones (-> int32),
  * vcvtdq2ps + vfmadd231ps per block; vpsignb/vpabsb for Q8_0; vpshufb/vpcmpeqb to spread the Q5
- * high bits; vcvtph2ps for four fp16 scales at a time, vpermps to spread the combined scales.
+ * high bits; vcvtph2ps for four fp16 scales at a time, vbroadcastss for the combined scales.
  * No AVX-512 instruction anywhere in this file (it runs on AVX2-only CPUs).
  *
  * Overflow limits: vpmaddubsw saturates at int16. Its operands are an unsigned weight code and a
@@ -14,7 +14,7 @@
  * so it never saturates. vpmaddwd adds two pairs per int32 lane (|lane| <= 65024), exact; the
  * block is then scaled in float32. The Q4_0/Q5_0 offsets (8, 16) and the Q4_1/Q5_1 mins stay out
  * of the integer product: per block they add -off * dw_b * s_b or m_b * s_b (s_b = d_b * activation
- * block sum, stored by the quantizer), summed per row as one dot of buffered dw_b / m_b with s.
+ * block sum, stored by the quantizer), accumulated in float32 next to the main sum.
  *
  * GEMM: each unpacked weight block is used for up to 4 activation rows before the next block
  * is loaded; the weight row stays in L1 while the activation rows stream from L1/L2. Blocks go
@@ -28,9 +28,6 @@
 
 enum { F_Q4_0, F_Q4_1, F_Q5_0, F_Q5_1, F_Q8_0 };
 
-/* blocks whose offset/min values are buffered before their dot with the block sums (a multiple
- * of 4: only the last chunk of a row has a partial group) */
-#define CW_CHUNK 512
 
 static const size_t blk_bytes[] = {sizeof(blk_q4_0), sizeof(blk_q4_1), sizeof(blk_q5_0),
                                    sizeof(blk_q5_1), sizeof(blk_q8_0)};
@@ -87,110 +84,125 @@ AI float hsum(__m256 v) {
     return _mm_cvtss_f32(s);
 }
 
-/* acc[j] += c[j] (lane i of it, the block's combined scale) * int products of block p's codes
- * with activation row j at block b */
+/* vbroadcastss from memory is a pure load; written as asm because GCC otherwise keeps the value
+ * in a register and spends a shuffle (and a register) on every broadcast */
+AI __m256 bcast_mem(const float *p) {
+    __m256 r;
+    __asm__("vbroadcastss %1, %0" : "=x"(r) : "m"(*p));
+    return r;
+}
+
+/* acc[j] += c[j][i] (the block's combined scale) * int products of block p's codes with
+ * activation row j at block b */
 AI void block_rows(const int fmt, const int nr, const uint8_t *p, int64_t b, int i,
-                   const int8_t *const *a, const __m128 *c, __m256 *acc) {
+                   const int8_t *const *a, const float (*c)[4], __m256 *acc) {
     const __m256i q = codes(fmt, p);
     const __m256i qu = fmt == F_Q8_0 ? _mm256_abs_epi8(q) : q;
-    const __m256i lane = _mm256_set1_epi32(i);
 #pragma GCC unroll 4
     for (int j = 0; j < nr; j++) {
         __m256i av = _mm256_loadu_si256((const __m256i *)(a[j] + b * QK));
         if (fmt == F_Q8_0) av = _mm256_sign_epi8(av, q);
         const __m256i p32 = _mm256_madd_epi16(_mm256_maddubs_epi16(qu, av), _mm256_set1_epi16(1));
-        const __m256 cb = _mm256_permutevar8x32_ps(_mm256_castps128_ps256(c[j]), lane);
-        acc[j] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(p32), cb, acc[j]);
+        acc[j] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(p32), bcast_mem(&c[j][i]), acc[j]);
     }
 }
 
-/* cnt (1..4) blocks from b against nr activation rows; even blocks go to accA, odd ones to accB.
- * Their min/scale values for the offset/min term go to cw[0 .. 3] (zeros past cnt). One
- * vcvtph2ps converts the four weight scales and one vmulps per row makes the four combined ones. */
-AI void group(const int fmt, const int nr, const int cnt, const uint8_t *p, int64_t b,
-              const int8_t *const *a, const float *const *dx, float *cw, __m256 *accA, __m256 *accB) {
+/* cnt (1..4) blocks from b against nr activation rows; even blocks go to accA, odd ones to accB,
+ * the offset/min term (dw or m times the activation block sum) to corr. One vcvtph2ps converts
+ * the four weight scales and one vmulps per row makes the four combined ones. */
+AI void group(const int fmt, const int nr, const int cnt, const uint8_t *p, int64_t b, const int8_t *const *a,
+              const float *const *dx, const float *const *sx, __m128 *corr, __m256 *accA, __m256 *accB) {
     const size_t bsz = blk_bytes[fmt];
     const int has_corr = fmt != F_Q8_0, has_min = fmt == F_Q4_1 || fmt == F_Q5_1;
     const __m128 dw = scales4(p, bsz, cnt, 0);
-    if (has_corr) _mm_storeu_ps(cw, has_min ? scales4(p, bsz, cnt, 2) : dw);
-    __m128 c[4];
+    const __m128 cw = has_corr ? has_min ? scales4(p, bsz, cnt, 2) : dw : _mm_setzero_ps();
+    /* through memory: vbroadcastss from it costs no ALU slot and 16 ymm registers are few */
+    float c[4][4] __attribute__((aligned(16)));
 #pragma GCC unroll 4
-    for (int j = 0; j < nr; j++)
+    for (int j = 0; j < nr; j++) {
         /* dx[j] + b + 3 may lie past the last scale: the load then reads into s[] (never past
-         * the padding); those lanes are never used */
-        c[j] = _mm_mul_ps(dw, _mm_loadu_ps(dx[j] + b));
+         * the padding); those lanes are never used. Likewise sx[j] + b + 3 reads the zeroed
+         * padding, and meets zero weight scales there. */
+        _mm_store_ps(c[j], _mm_mul_ps(dw, _mm_loadu_ps(dx[j] + b)));
+        if (has_corr) corr[j] = _mm_fmadd_ps(cw, _mm_loadu_ps(sx[j] + b), corr[j]);
+    }
 #pragma GCC unroll 4
     for (int i = 0; i < cnt; i++) block_rows(fmt, nr, p + i * bsz, b + i, i, a, c, i & 1 ? accB : accA);
 }
 
-/* sum_b cw[b] * s[b] */
-AI float dot_cw(const float *cw, const float *s, int64_t nb) {
-    __m256 acc = _mm256_setzero_ps();
-    int64_t b = 0;
-    for (; b + 8 <= nb; b += 8) acc = _mm256_fmadd_ps(_mm256_loadu_ps(cw + b), _mm256_loadu_ps(s + b), acc);
-    float r = hsum(acc);
-    for (; b < nb; b++) r += cw[b] * s[b];
-    return r;
-}
-
 /* One weight row against nr (<= 4) activation rows at x; results to y[j * ldy].
- * cw: scratch of CW_CHUNK + 4 floats. With one or two rows the accumulation is split over two registers
- * per row (even / odd blocks) so that the fma latency does not bound the loop. */
+ * With one or two rows the accumulation is split over two registers per row (even / odd blocks)
+ * so that the fma latency does not bound the loop. */
 AI void tile(const int fmt, const int nr, const uint8_t *w, const uint8_t *x, size_t xs,
-             int64_t nb, float *y, int64_t ldy, float *cw) {
+             int64_t nb, float *y, int64_t ldy) {
     const size_t bsz = blk_bytes[fmt];
     const int has_corr = fmt != F_Q8_0;
     const float cm = fmt == F_Q4_0 ? -8.0f : fmt == F_Q5_0 ? -16.0f : 1.0f;
     const int split = nr <= 2;
     __m256 acc0[4], acc1[4];
+    __m128 corr[4];
     const int8_t *a[4];
-    const float *dx[4];
+    const float *dx[4], *sx[4];
 #pragma GCC unroll 4
     for (int j = 0; j < nr; j++) {
         acc0[j] = acc1[j] = _mm256_setzero_ps();
+        corr[j] = _mm_setzero_ps();
         a[j] = q8a_qs(x + j * xs);
         dx[j] = q8a_d(x + j * xs, nb);
+        sx[j] = q8a_s(x + j * xs, nb);
     }
-    float corr[4] = {0.0f, 0.0f, 0.0f, 0.0f};
-    /* the offset/min values of a chunk of blocks wait in cw for one dot with the block sums */
-    for (int64_t c0 = 0; c0 < nb; c0 += CW_CHUNK) {
-        const int64_t ce = nb - c0 < CW_CHUNK ? nb : c0 + CW_CHUNK;
-        int64_t b = c0;
-        for (; b + 4 <= ce; b += 4) group(fmt, nr, 4, w + b * bsz, b, a, dx, cw + (b - c0), acc0, split ? acc1 : acc0);
-        switch (ce - b) {
-        case 3: group(fmt, nr, 3, w + b * bsz, b, a, dx, cw + (b - c0), acc0, split ? acc1 : acc0); break;
-        case 2: group(fmt, nr, 2, w + b * bsz, b, a, dx, cw + (b - c0), acc0, split ? acc1 : acc0); break;
-        case 1: group(fmt, nr, 1, w + b * bsz, b, a, dx, cw + (b - c0), acc0, split ? acc1 : acc0); break;
-        default: break;
-        }
-        if (has_corr) {
-#pragma GCC unroll 4
-            for (int j = 0; j < nr; j++) corr[j] += dot_cw(cw, q8a_s(x + j * xs, nb) + c0, ce - c0);
-        }
+    int64_t b = 0;
+    for (; b + 4 <= nb; b += 4) group(fmt, nr, 4, w + b * bsz, b, a, dx, sx, corr, acc0, split ? acc1 : acc0);
+    switch (nb - b) {
+    case 3: group(fmt, nr, 3, w + b * bsz, b, a, dx, sx, corr, acc0, split ? acc1 : acc0); break;
+    case 2: group(fmt, nr, 2, w + b * bsz, b, a, dx, sx, corr, acc0, split ? acc1 : acc0); break;
+    case 1: group(fmt, nr, 1, w + b * bsz, b, a, dx, sx, corr, acc0, split ? acc1 : acc0); break;
+    default: break;
     }
 #pragma GCC unroll 4
     for (int j = 0; j < nr; j++) {
-        float r = hsum(split ? _mm256_add_ps(acc0[j], acc1[j]) : acc0[j]);
-        if (has_corr) r += cm * corr[j];
-        y[j * ldy] = r;
+        __m256 t = split ? _mm256_add_ps(acc0[j], acc1[j]) : acc0[j];
+        if (has_corr) t = _mm256_fmadd_ps(_mm256_zextps128_ps256(corr[j]), _mm256_set1_ps(cm), t);
+        y[j * ldy] = hsum(t);
+    }
+}
+
+/* Activation rows per pass: their q8a rows (~4.5 KiB each at k = 4096) stay in L2 while a block
+ * of weight rows runs over them. A multiple of 4, so that the grouping of activation rows (and
+ * with it every result bit) is the same as without passes. */
+#define ACT_ROWS_PER_PASS 64
+/* Weight bytes per block of rows: re-read from L2 once per pass over the activations. */
+#define W_BYTES_PER_BLOCK (128 * 1024)
+
+AI void rows_block(const int fmt, const fc_gemm_args *a, int64_t r0, int64_t r1, int64_t j0, int64_t j1) {
+    const int64_t nb = a->k / QK;
+    const size_t xs = a->xq_row_bytes;
+    for (int64_t r = r0; r < r1; r++) {
+        const uint8_t *w = a->w + r * a->w_row_bytes;
+        float *y = a->y + r;
+        int64_t j = j0;
+        for (; j + 4 <= j1; j += 4) tile(fmt, 4, w, a->xq + j * xs, xs, nb, y + j * a->ldy, a->ldy);
+        switch (j1 - j) {
+        case 3: tile(fmt, 3, w, a->xq + j * xs, xs, nb, y + j * a->ldy, a->ldy); break;
+        case 2: tile(fmt, 2, w, a->xq + j * xs, xs, nb, y + j * a->ldy, a->ldy); break;
+        case 1: tile(fmt, 1, w, a->xq + j * xs, xs, nb, y + j * a->ldy, a->ldy); break;
+        default: break;
+        }
     }
 }
 
 AI void gemm_generic(const int fmt, const fc_gemm_args *a, int64_t r0, int64_t r1) {
-    const int64_t nb = a->k / QK, n = a->n;
-    const size_t xs = a->xq_row_bytes;
-    float cw[CW_CHUNK + 4];
-    for (int64_t r = r0; r < r1; r++) {
-        const uint8_t *w = a->w + r * a->w_row_bytes;
-        float *y = a->y + r;
-        int64_t j = 0;
-        for (; j + 4 <= n; j += 4) tile(fmt, 4, w, a->xq + j * xs, xs, nb, y + j * a->ldy, a->ldy, cw);
-        switch (n - j) {
-        case 3: tile(fmt, 3, w, a->xq + j * xs, xs, nb, y + j * a->ldy, a->ldy, cw); break;
-        case 2: tile(fmt, 2, w, a->xq + j * xs, xs, nb, y + j * a->ldy, a->ldy, cw); break;
-        case 1: tile(fmt, 1, w, a->xq + j * xs, xs, nb, y + j * a->ldy, a->ldy, cw); break;
-        default: break;
-        }
+    const int64_t n = a->n;
+    if (n <= ACT_ROWS_PER_PASS) {
+        rows_block(fmt, a, r0, r1, 0, n);
+        return;
+    }
+    int64_t rb = (int64_t)(W_BYTES_PER_BLOCK / a->w_row_bytes);
+    if (rb < 1) rb = 1;
+    for (int64_t b0 = r0; b0 < r1; b0 += rb) {
+        const int64_t b1 = r1 - b0 < rb ? r1 : b0 + rb;
+        for (int64_t j0 = 0; j0 < n; j0 += ACT_ROWS_PER_PASS)
+            rows_block(fmt, a, b0, b1, j0, n - j0 < ACT_ROWS_PER_PASS ? n : j0 + ACT_ROWS_PER_PASS);
     }
 }
 

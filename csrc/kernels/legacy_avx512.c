@@ -13,7 +13,7 @@
  *   Q8_0 |w| <= 128 with the sign moved onto a: |pair| <= 2 * 128 * 127 = 32512 < 32767,
  * so it never saturates. vpmaddwd adds two pairs per int32 lane (|lane| <= 65024), exact; blocks
  * are scaled and summed in float32. Q4_0/Q5_0 offsets and Q4_1/Q5_1 mins stay out of the integer
- * product (-off * dw_b * s_b or m_b * s_b per block, one dot with the block sums per row).
+ * product (-off * dw_b * s_b or m_b * s_b per block, accumulated in float32 next to the main sum).
  *
  * GEMM: each unpacked pair of weight blocks serves up to 4 activation rows.
  */

@@ -17,9 +17,6 @@
 
 enum { F_Q4_0, F_Q4_1, F_Q5_0, F_Q5_1, F_Q8_0 };
 
-/* blocks whose offset/min values are buffered before their dot with the block sums (a multiple
- * of 4: only the last chunk of a row has a partial group) */
-#define CW_CHUNK 512
 
 static const size_t blk_bytes[] = {sizeof(blk_q4_0), sizeof(blk_q4_1), sizeof(blk_q5_0),
                                    sizeof(blk_q5_1), sizeof(blk_q8_0)};
@@ -104,19 +101,21 @@ AI void pair_rows(const int fmt, const int nr, __m512i q, int64_t b, const int8_
 }
 
 /* cnt (1..4) blocks from b against nr activation rows: the first pair goes to accA, the second to
- * accB. Their min/scale values for the offset/min term go to cw[0 .. 3] (zeros past cnt). */
-AI void group(const int fmt, const int nr, const int cnt, const uint8_t *p, int64_t b,
-              const int8_t *const *a, const float *const *dx, float *cw, __m512 *accA, __m512 *accB) {
+ * accB; the offset/min term (dw or m times the activation block sum) goes to corr. */
+AI void group(const int fmt, const int nr, const int cnt, const uint8_t *p, int64_t b, const int8_t *const *a,
+              const float *const *dx, const float *const *sx, __m128 *corr, __m512 *accA, __m512 *accB) {
     const size_t bsz = blk_bytes[fmt];
     const int has_corr = fmt != F_Q8_0, has_min = fmt == F_Q4_1 || fmt == F_Q5_1;
     /* [c0 x 8, c1 x 8] and [c2 x 8, c3 x 8] from four floats */
     const __m512i spread01 = _mm512_set_epi32(1, 1, 1, 1, 1, 1, 1, 1, 0, 0, 0, 0, 0, 0, 0, 0);
     const __m512i spread23 = _mm512_set_epi32(3, 3, 3, 3, 3, 3, 3, 3, 2, 2, 2, 2, 2, 2, 2, 2);
     const __m128 dw = scales4(p, bsz, cnt, 0);
-    if (has_corr) _mm_storeu_ps(cw, has_min ? scales4(p, bsz, cnt, 2) : dw);
+    const __m128 cw = has_corr ? has_min ? scales4(p, bsz, cnt, 2) : dw : _mm_setzero_ps();
     __m512 c01[4], c23[4];
 #pragma GCC unroll 4
     for (int j = 0; j < nr; j++) {
+        /* sx[j] + b + 3 may lie past the last sum: the load then reads the zeroed padding */
+        if (has_corr) corr[j] = _mm_fmadd_ps(cw, _mm_loadu_ps(sx[j] + b), corr[j]);
         /* dx[j] + b + 3 may lie past the last scale: the load then reads into s[] (never past
          * the padding); those lanes meet zero weight scales */
         const __m512 c = _mm512_castps128_ps512(_mm_mul_ps(dw, _mm_loadu_ps(dx[j] + b)));
@@ -127,76 +126,79 @@ AI void group(const int fmt, const int nr, const int cnt, const uint8_t *p, int6
     if (cnt > 2) pair_rows(fmt, nr, codes2(fmt, p + 2 * bsz, cnt > 3 ? p + 3 * bsz : NULL), b + 2, a, c23, accB);
 }
 
-/* sum_b cw[b] * s[b] over nb entries */
-AI float dot_cw(const float *cw, const float *s, int64_t nb) {
-    __m512 acc = _mm512_setzero_ps();
-    int64_t b = 0;
-    for (; b + 16 <= nb; b += 16) acc = _mm512_fmadd_ps(_mm512_loadu_ps(cw + b), _mm512_loadu_ps(s + b), acc);
-    if (b < nb) {
-        const __mmask16 m = (__mmask16)((1u << (nb - b)) - 1);
-        acc = _mm512_fmadd_ps(_mm512_maskz_loadu_ps(m, cw + b), _mm512_maskz_loadu_ps(m, s + b), acc);
-    }
-    return _mm512_reduce_add_ps(acc);
-}
-
 /* One weight row against nr (<= 4) activation rows at x; results to y[j * ldy].
- * cw: scratch of CW_CHUNK + 4 floats. With one or two rows the accumulation is split over two
- * registers per row (even / odd pairs) so that the fma latency does not bound the loop. */
+ * With one or two rows the accumulation is split over two registers per row (even / odd pairs)
+ * so that the fma latency does not bound the loop. */
 AI void tile(const int fmt, const int nr, const uint8_t *w, const uint8_t *x, size_t xs,
-             int64_t nb, float *y, int64_t ldy, float *cw) {
+             int64_t nb, float *y, int64_t ldy) {
     const size_t bsz = blk_bytes[fmt];
     const int has_corr = fmt != F_Q8_0;
     const float cm = fmt == F_Q4_0 ? -8.0f : fmt == F_Q5_0 ? -16.0f : 1.0f;
     const int split = nr <= 2;
     __m512 acc0[4], acc1[4];
+    __m128 corr[4];
     const int8_t *a[4];
-    const float *dx[4];
+    const float *dx[4], *sx[4];
 #pragma GCC unroll 4
     for (int j = 0; j < nr; j++) {
         acc0[j] = acc1[j] = _mm512_setzero_ps();
+        corr[j] = _mm_setzero_ps();
         a[j] = q8a_qs(x + j * xs);
         dx[j] = q8a_d(x + j * xs, nb);
+        sx[j] = q8a_s(x + j * xs, nb);
     }
-    float corr[4] = {0.0f, 0.0f, 0.0f, 0.0f};
-    /* the offset/min values of a chunk of blocks wait in cw for one dot with the block sums */
-    for (int64_t c0 = 0; c0 < nb; c0 += CW_CHUNK) {
-        const int64_t ce = nb - c0 < CW_CHUNK ? nb : c0 + CW_CHUNK;
-        int64_t b = c0;
-        for (; b + 4 <= ce; b += 4) group(fmt, nr, 4, w + b * bsz, b, a, dx, cw + (b - c0), acc0, split ? acc1 : acc0);
-        switch (ce - b) {
-        case 3: group(fmt, nr, 3, w + b * bsz, b, a, dx, cw + (b - c0), acc0, split ? acc1 : acc0); break;
-        case 2: group(fmt, nr, 2, w + b * bsz, b, a, dx, cw + (b - c0), acc0, split ? acc1 : acc0); break;
-        case 1: group(fmt, nr, 1, w + b * bsz, b, a, dx, cw + (b - c0), acc0, split ? acc1 : acc0); break;
-        default: break;
-        }
-        if (has_corr) {
-#pragma GCC unroll 4
-            for (int j = 0; j < nr; j++) corr[j] += dot_cw(cw, q8a_s(x + j * xs, nb) + c0, ce - c0);
-        }
+    int64_t b = 0;
+    for (; b + 4 <= nb; b += 4) group(fmt, nr, 4, w + b * bsz, b, a, dx, sx, corr, acc0, split ? acc1 : acc0);
+    switch (nb - b) {
+    case 3: group(fmt, nr, 3, w + b * bsz, b, a, dx, sx, corr, acc0, split ? acc1 : acc0); break;
+    case 2: group(fmt, nr, 2, w + b * bsz, b, a, dx, sx, corr, acc0, split ? acc1 : acc0); break;
+    case 1: group(fmt, nr, 1, w + b * bsz, b, a, dx, sx, corr, acc0, split ? acc1 : acc0); break;
+    default: break;
     }
 #pragma GCC unroll 4
     for (int j = 0; j < nr; j++) {
-        float r = _mm512_reduce_add_ps(split ? _mm512_add_ps(acc0[j], acc1[j]) : acc0[j]);
-        if (has_corr) r += cm * corr[j];
-        y[j * ldy] = r;
+        __m512 t = split ? _mm512_add_ps(acc0[j], acc1[j]) : acc0[j];
+        if (has_corr) t = _mm512_fmadd_ps(_mm512_zextps128_ps512(corr[j]), _mm512_set1_ps(cm), t);
+        y[j * ldy] = _mm512_reduce_add_ps(t);
+    }
+}
+
+/* Activation rows per pass: their q8a rows (~4.5 KiB each at k = 4096) stay in L2 while a block
+ * of weight rows runs over them. A multiple of 4, so that the grouping of activation rows (and
+ * with it every result bit) is the same as without passes. */
+#define ACT_ROWS_PER_PASS 64
+/* Weight bytes per block of rows: re-read from L2 once per pass over the activations. */
+#define W_BYTES_PER_BLOCK (128 * 1024)
+
+AI void rows_block(const int fmt, const fc_gemm_args *a, int64_t r0, int64_t r1, int64_t j0, int64_t j1) {
+    const int64_t nb = a->k / QK;
+    const size_t xs = a->xq_row_bytes;
+    for (int64_t r = r0; r < r1; r++) {
+        const uint8_t *w = a->w + r * a->w_row_bytes;
+        float *y = a->y + r;
+        int64_t j = j0;
+        for (; j + 4 <= j1; j += 4) tile(fmt, 4, w, a->xq + j * xs, xs, nb, y + j * a->ldy, a->ldy);
+        switch (j1 - j) {
+        case 3: tile(fmt, 3, w, a->xq + j * xs, xs, nb, y + j * a->ldy, a->ldy); break;
+        case 2: tile(fmt, 2, w, a->xq + j * xs, xs, nb, y + j * a->ldy, a->ldy); break;
+        case 1: tile(fmt, 1, w, a->xq + j * xs, xs, nb, y + j * a->ldy, a->ldy); break;
+        default: break;
+        }
     }
 }
 
 AI void gemm_generic(const int fmt, const fc_gemm_args *a, int64_t r0, int64_t r1) {
-    const int64_t nb = a->k / QK, n = a->n;
-    const size_t xs = a->xq_row_bytes;
-    float cw[CW_CHUNK + 4];
-    for (int64_t r = r0; r < r1; r++) {
-        const uint8_t *w = a->w + r * a->w_row_bytes;
-        float *y = a->y + r;
-        int64_t j = 0;
-        for (; j + 4 <= n; j += 4) tile(fmt, 4, w, a->xq + j * xs, xs, nb, y + j * a->ldy, a->ldy, cw);
-        switch (n - j) {
-        case 3: tile(fmt, 3, w, a->xq + j * xs, xs, nb, y + j * a->ldy, a->ldy, cw); break;
-        case 2: tile(fmt, 2, w, a->xq + j * xs, xs, nb, y + j * a->ldy, a->ldy, cw); break;
-        case 1: tile(fmt, 1, w, a->xq + j * xs, xs, nb, y + j * a->ldy, a->ldy, cw); break;
-        default: break;
-        }
+    const int64_t n = a->n;
+    if (n <= ACT_ROWS_PER_PASS) {
+        rows_block(fmt, a, r0, r1, 0, n);
+        return;
+    }
+    int64_t rb = (int64_t)(W_BYTES_PER_BLOCK / a->w_row_bytes);
+    if (rb < 1) rb = 1;
+    for (int64_t b0 = r0; b0 < r1; b0 += rb) {
+        const int64_t b1 = r1 - b0 < rb ? r1 : b0 + rb;
+        for (int64_t j0 = 0; j0 < n; j0 += ACT_ROWS_PER_PASS)
+            rows_block(fmt, a, b0, b1, j0, n - j0 < ACT_ROWS_PER_PASS ? n : j0 + ACT_ROWS_PER_PASS);
     }
 }
 

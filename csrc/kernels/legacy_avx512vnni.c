@@ -10,8 +10,8 @@
  * Overflow limits: vpdpbusd has no int16 intermediate. Each int32 lane starts from 0 and sums 4
  * products of one block: |lane| <= 4 * 128 * 127 = 65024 (Q8_0; Q5: 4 * 31 * 127, Q4: 4 * 15 * 127),
  * far inside int32; blocks are scaled and summed in float32. Q4_0/Q5_0 offsets and Q4_1/Q5_1
- * mins stay out of the integer product (-off * dw_b * s_b or m_b * s_b per block, one dot with the
- * block sums per row).
+ * mins stay out of the integer product (-off * dw_b * s_b or m_b * s_b per block, accumulated in
+ * float32 next to the main sum).
  *
  * GEMM: each unpacked pair of weight blocks serves up to 4 activation rows.
  */
