@@ -16,6 +16,7 @@ import pytest
 import fastcpu
 from fastcpu import kernels, stream
 from fastcpu.model import Model
+from childproc import CHILD_CWD, child_env
 from tolerances import STREAM_REPACKED_RTOL
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -234,9 +235,8 @@ def test_rss_in_subprocess(tmp_path):
     p = mm.make_model(str(tmp_path / "w.gguf"), "tiny", format="Q8_0", tokenizer="none", vocab=320, seed=1,
                       layers=8, dim=512, ffn=1536, heads=8, kv_heads=4)
     lo = _minimum(p)
-    env = dict(os.environ, PYTHONPATH=ROOT + os.pathsep + os.environ.get("PYTHONPATH", ""))
-    out = subprocess.run([sys.executable, "-c", RSS_SCRIPT, p, str(lo)], capture_output=True, text=True, env=env,
-                         timeout=120)
+    out = subprocess.run([sys.executable, "-c", RSS_SCRIPT, p, str(lo)], capture_output=True, text=True,
+                         env=child_env(), cwd=CHILD_CWD, timeout=120)
     assert out.returncode == 0, out.stderr
     r = json.loads(out.stdout)
     assert r["plan"] <= lo
