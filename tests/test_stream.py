@@ -240,7 +240,8 @@ def test_rss_in_subprocess(tmp_path):
     assert out.returncode == 0, out.stderr
     r = json.loads(out.stdout)
     assert r["plan"] <= lo
-    assert r["file_rss"] < 256 * 1024, r
+    # a few pages come back after the loader's release (fault-around); streamed weights never do
+    assert r["file_rss"] < 1024 * 1024 < (r["size"] - r["plan"]) // 4, r
     assert r["anon_growth"] <= r["plan"] + r["engine"] + 6 * 1024 * 1024, r
     assert r["size"] > 2 * lo  # the model really did not fit
 
