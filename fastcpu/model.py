@@ -279,6 +279,7 @@ class Model:
         onorm = _vector(f, "output_norm.weight", d)
         # ram_budget: weights beyond it stream from the file every token (fastcpu.stream)
         self.stream = self.stream_plan = None
+        self.stream_options = stream_options
         if ram_budget is not None:
             from . import stream as _stream
 
