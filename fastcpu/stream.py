@@ -6,8 +6,8 @@ A RAM budget bounds the weight bytes the engine keeps in memory of its own: pinn
 (read once at load) plus a ring of buffers the rest are read into every token (see
 csrc/model/stream.c). Every matrix is read once per token, so whatever is pinned saves its bytes
 on every token whichever tensor it is: the planner pins the output head and the norms first
-(they must stay), then whole layers from the first, then single tensors of the next layers while
-they fit, and streams the rest with pread (O_DIRECT by default), never through the mmap.
+(they must stay), then whole layers spread evenly over the pass (so that reads of the streamed
+layers overlap the compute of the pinned ones), then single tensors while they fit, and streams the rest with pread (O_DIRECT by default), never through the mmap.
 
     budget >= min_budget = pinned head and norms + depth * (largest layer's streamed bytes)
 
@@ -173,13 +173,29 @@ def plan(f, cfg, budget: int, opts: dict, fixed_bytes: int) -> StreamPlan | None
             f"{fmt_size(fixed_bytes)} + {depth} ring buffers of {fmt_size(full_slot)} (the largest layer); "
             f"the whole model needs {fmt_size(fixed_bytes + weight_bytes)}", minimum)
     free = budget - minimum
-    # whole layers first (fewer, larger reads left), then single tensors, largest first
-    for g in layers:
-        need = sum(_span(t[1], t[2], direct) for t in g)
-        if need <= free:
-            for t in g:
+    # Whole layers first (what stays streamed is then whole layers: few, large reads), spread
+    # evenly over the pass: the ring reads ahead only `depth - 1` streamed layers, so the disk
+    # keeps busy while a pinned layer computes only when a streamed one comes soon after it (a
+    # block of consecutive pinned layers would leave the disk idle for its whole length).
+    need = [sum(_span(t[1], t[2], direct) for t in g) for g in layers]
+    k = 0
+    for n in sorted(need):
+        if n > free - sum(sorted(need)[:k]):
+            break
+        k += 1
+    L = len(layers)
+    chosen = sorted({min(L - 1, int((i + 0.5) * L / k)) for i in range(k)}) if k else []
+    for i in chosen:
+        if need[i] <= free:
+            for t in layers[i]:
                 t[3] = True
-            free -= need
+            free -= need[i]
+    for i in range(L):  # equal-size layers all fit by now; others take what is left
+        if not layers[i][0][3] and need[i] <= free:
+            for t in layers[i]:
+                t[3] = True
+            free -= need[i]
+    # then single tensors of the streamed layers, largest first
     for g in layers:
         for t in sorted((t for t in g if not t[3]), key=lambda t: -t[2]):
             need = _span(t[1], t[2], direct)
