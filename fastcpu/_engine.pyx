@@ -84,11 +84,15 @@ cdef class Engine:
     cdef list keep
     cdef readonly object stream
     cdef readonly int n_vocab, n_ctx, dim, n_layers, max_batch, threads
+    cdef readonly int n_past  # positions 0..n_past-1 of the cache hold keys/values
+    cdef bint busy
     cdef readonly size_t weight_bytes, alloc_bytes
 
     def __cinit__(self, dict config, tuple token_embd, output_norm, output, list layers, inv_freq, stream=None):
         self.m = NULL
         self.keep = []
+        self.n_past = 0
+        self.busy = False
         self.stream = None
         cdef fc_llama_source srcfn
         cdef Stream st = None
@@ -240,9 +244,21 @@ cdef class Engine:
             raise EngineError(f"threads must be between 1 and {MAX_THREADS}, got {threads}")
         fc_llama_set_threads(self.m, threads)
 
+    def reset(self):
+        """Forgets the cache: the next step starts at position 0."""
+        self.n_past = 0
+
+    def truncate(self, int n):
+        """Keeps positions 0..n-1 of the cache (the next step may start at any position <= n)."""
+        if n < 0:
+            raise EngineError(f"cannot truncate the cache to {n} positions")
+        if n < self.n_past:
+            self.n_past = n
+
     def forward(self, tokens, int pos, str logits="last", out=None):
         """Runs `tokens` at positions pos.. and returns float32 logits: (n_vocab,) for logits='last',
-        (n, n_vocab) for 'all', None for 'none'. The cache must already hold positions < pos."""
+        (n, n_vocab) for 'all', None for 'none'. pos <= n_past: the cache must hold every position
+        before pos; positions from pos on are overwritten and n_past becomes pos + len(tokens)."""
         arr = np.asarray(tokens)
         if arr.ndim != 1:
             raise EngineError(f"tokens must be a 1-D sequence of ids, got shape {arr.shape}")
@@ -260,6 +276,8 @@ cdef class Engine:
         if pos + n > self.n_ctx:
             raise EngineError(f"prompt too long: {pos + n} tokens exceed the context of {self.n_ctx} "
                               f"(positions 0..{self.n_ctx - 1}); pass a larger ctx")
+        if pos > self.n_past:
+            raise EngineError(f"position {pos} is past the cache, which holds {self.n_past} positions")
         cdef int mode
         if logits == "last":
             mode = FC_LOGITS_LAST
@@ -287,8 +305,18 @@ cdef class Engine:
             lv = res.reshape(-1)
             lp = &lv[0]
         cdef int rc
-        with nogil:
-            rc = fc_llama_forward(self.m, &tv[0], n, pos, lp, mode)
+        if self.busy:
+            raise RuntimeError("this model is already running a step in another thread")
+        self.busy = True
+        # the cache from pos on is about to change: if the step fails half-way it holds only pos
+        self.n_past = pos
+        try:
+            with nogil:
+                rc = fc_llama_forward(self.m, &tv[0], n, pos, lp, mode)
+        finally:
+            self.busy = False
+        if rc == 0:
+            self.n_past = pos + n
         self._check_rc(rc)
         return res
 
@@ -333,8 +361,15 @@ cdef class Engine:
         res = np.empty((max(n_out, 1), self.n_vocab), np.float32)
         cdef float[:, ::1] lv = res
         cdef int rc
-        with nogil:
-            rc = fc_llama_forward_rows(self.m, &tv[0], n, &pv[0], &sv[0], seq_ctx, wp, &lv[0, 0])
+        if self.busy:
+            raise RuntimeError("this model is already running a step in another thread")
+        self.busy = True
+        self.n_past = 0  # the rows write regions of the cache: the single-sequence cache is gone
+        try:
+            with nogil:
+                rc = fc_llama_forward_rows(self.m, &tv[0], n, &pv[0], &sv[0], seq_ctx, wp, &lv[0, 0])
+        finally:
+            self.busy = False
         self._check_rc(rc)
         return res[:n_out]
 
