@@ -239,6 +239,10 @@ class Model:
         max_batch = int(min(max_batch, self.n_ctx))
 
         f = self.file
+        if ram_budget is not None:  # streaming: touching the norms must not read the weights around them
+            from .stream import quiet_mapping
+
+            quiet_mapping(f)
         d, qd, kd, h = cfg.dim, cfg.q_dim, cfg.kv_dim, cfg.hidden
         emb = _matrix(f, "token_embd.weight", cfg.n_vocab, d)
         out = None if cfg.tied else _matrix(f, "output.weight", cfg.n_vocab, d)

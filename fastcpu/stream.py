@@ -263,6 +263,18 @@ def setup(f, cfg, ram_budget, stream_options, layers: list, output_norm: np.ndar
     return s, p, output_norm
 
 
+def quiet_mapping(f) -> None:
+    """No read-around on the file mapping: a fault on a norm vector would otherwise read the
+    device's readahead window around it (read_ahead_kb, often megabytes) into the page cache,
+    weights included, which a budget run must not do. Only the pages touched are read."""
+    mm = getattr(f, "_mm", None)
+    if mm is not None and hasattr(mm, "madvise") and hasattr(mmap, "MADV_RANDOM"):
+        try:
+            mm.madvise(mmap.MADV_RANDOM)
+        except (OSError, ValueError):
+            pass
+
+
 def release_mapping(f) -> None:
     """Drops the pages the loader faulted in through the file mapping (header, metadata, the norm
     vectors now copied, with the kernel's fault-around) from this process: streaming never reads
