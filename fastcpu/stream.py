@@ -256,7 +256,13 @@ def setup(f, cfg, ram_budget, stream_options, layers: list, output_norm: np.ndar
                 L[k] = np.array(v, dtype=np.float32, copy=True)
                 fixed += L[k].nbytes
     p = plan(f, cfg, budget, opts, fixed)
-    if p is None:
+    if p is None:  # the in-memory path reads every weight through the mapping: readahead back on
+        mm = getattr(f, "_mm", None)
+        if mm is not None and hasattr(mm, "madvise"):
+            try:
+                mm.madvise(mmap.MADV_NORMAL)
+            except (OSError, ValueError):
+                pass
         return None, None, output_norm
     s = open_stream(f, cfg, p, opts)
     release_mapping(f)
