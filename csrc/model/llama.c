@@ -183,6 +183,7 @@ fc_llama *fc_llama_create_src(const fc_llama_config *cfg, fc_llama_tensor token_
     m->q_dim = c->n_heads * c->head_dim;
     m->kv_dim = c->n_kv_heads * c->head_dim;
     m->nth = fc_resolve_threads(c->threads);
+    m->c.threads = m->nth; /* 0 meant the default: the stages need the actual count */
     m->embd = token_embd;
     m->embd_row_bytes = fc_row_bytes(token_embd.qtype, dim);
     m->out_norm = output_norm;
@@ -265,6 +266,8 @@ void fc_llama_set_threads(fc_llama *m, int threads) {
 
 size_t fc_llama_alloc_bytes(const fc_llama *m) { return m->alloc_bytes; }
 
+int fc_llama_threads(const fc_llama *m) { return m->c.threads; }
+
 static size_t weight_bytes(const fc_weight *w) { return w->kernel ? (size_t)w->rows * w->row_bytes : 0; }
 
 size_t fc_llama_weight_bytes(const fc_llama *m) {
@@ -318,7 +321,8 @@ static int fetch_layer(fc_llama *m, int l) {
     return 0;
 }
 
-static void rows_stage(block_job *j, int r0, int r1, int ith) {
+/* Items r0, r0 + step, ... below r1 of the current stage; ith picks the thread's scratch. */
+static void rows_stage(block_job *j, int r0, int r1, int step, int ith) {
     fc_llama *m = j->m;
     const fc_ops *ops = &fc_tab()->ops;
     const fc_llama_config *c = &m->c;
@@ -326,7 +330,7 @@ static void rows_stage(block_job *j, int r0, int r1, int ith) {
     switch (j->stage) {
     case STAGE_QKV: {
         const size_t lbase = (size_t)j->layer * (size_t)c->n_ctx;
-        for (int i = r0; i < r1; i++) {
+        for (int i = r0; i < r1; i += step) {
             const int p = row_pos(j, i);
             const size_t cp = row_cache0(j, i) + (size_t)p;
             float *q = j->q + i * j->q_ld, *k = j->k + i * j->k_ld, *v = j->v + i * j->v_ld;
@@ -346,7 +350,7 @@ static void rows_stage(block_job *j, int r0, int r1, int ith) {
         const size_t lbase = (size_t)j->layer * (size_t)c->n_ctx * (size_t)m->kv_dim;
         const int group = c->n_heads / c->n_kv_heads;
         float *scores = m->scores + (size_t)ith * (size_t)c->n_ctx;
-        for (int t = r0; t < r1; t++) {
+        for (int t = r0; t < r1; t += step) {
             const int i = t / c->n_heads, h = t % c->n_heads, g = h / group;
             const int p = row_pos(j, i);
             const size_t base = lbase + row_cache0(j, i) * (size_t)m->kv_dim + (size_t)g * hd;
@@ -356,14 +360,14 @@ static void rows_stage(block_job *j, int r0, int r1, int ith) {
         break;
     }
     case STAGE_ADD_NORM:
-        for (int i = r0; i < r1; i++) {
+        for (int i = r0; i < r1; i += step) {
             float *x = m->x + i * dim;
             ops->add(x, x, m->y + i * dim, dim);
             ops->rmsnorm(m->xb + i * dim, x, j->norm, dim, c->rms_eps);
         }
         break;
     case STAGE_SILU:
-        for (int i = r0; i < r1; i++)
+        for (int i = r0; i < r1; i += step)
             ops->silu_mul(m->h + (int64_t)i * c->hidden, j->gate + i * j->g_ld, j->up + i * j->g_ld, c->hidden);
         break;
     }
@@ -376,8 +380,13 @@ static int stage_items(const block_job *j) {
 static void stage_task(void *ctx, int ith, int nth) {
     block_job *j = ctx;
     const int n = stage_items(j);
+    /* causal attention grows with the row: dealing (row, head) pairs round-robin evens it out */
+    if (j->stage == STAGE_ATTN) {
+        rows_stage(j, ith, n, nth, ith);
+        return;
+    }
     const int r0 = (int)((int64_t)n * ith / nth), r1 = (int)((int64_t)n * (ith + 1) / nth);
-    if (r0 < r1) rows_stage(j, r0, r1, ith);
+    if (r0 < r1) rows_stage(j, r0, r1, 1, ith);
 }
 
 /* Below this many multiply-adds a stage costs less than waking the pool. */
@@ -390,11 +399,15 @@ static void run_stage(block_job *j, int stage) {
     int nth = c->threads;
     if (nth > n) nth = n;
     int64_t macs;
-    if (stage == STAGE_ATTN) /* q.k and p.v over the positions each row sees */
+    if (stage == STAGE_ATTN && j->rpos) { /* independent rows: each sees its own positions */
+        int64_t pos = 0;
+        for (int i = 0; i < j->nb; i++) pos += j->rpos[i] + 1;
+        macs = 2 * (int64_t)c->n_heads * c->head_dim * pos;
+    } else if (stage == STAGE_ATTN) /* q.k and p.v over the positions each row sees */
         macs = 2 * (int64_t)c->n_heads * c->head_dim * j->nb * (j->pos0 + (j->nb + 1) / 2);
     else
         macs = (int64_t)j->nb * (stage == STAGE_SILU ? c->hidden : c->dim + 2 * j->m->q_dim);
-    if (nth <= 1 || macs < STAGE_MIN_PARALLEL_MACS) rows_stage(j, 0, n, 0);
+    if (nth <= 1 || macs < STAGE_MIN_PARALLEL_MACS) rows_stage(j, 0, n, 1, 0);
     else fc_parallel(nth, stage_task, j);
 }
 
