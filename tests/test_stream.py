@@ -249,7 +249,7 @@ def test_rss_in_subprocess(tmp_path):
 @pytest.fixture(scope="module")
 def tok_model(tmp_path_factory):
     d = tmp_path_factory.mktemp("stream")
-    return mm.make_model(str(d / "tok.gguf"), "tiny", format="Q4_0", seed=3, layers=3)
+    return mm.make_model(str(d / "tok.gguf"), "tiny", format="Q4_0", seed=3, layers=6)
 
 
 PROMPTS = ["Once upon a time", "The capital of France is", "1, 2, 3, 4,", "Hello"]
@@ -258,6 +258,7 @@ PROMPTS = ["Once upon a time", "The capital of France is", "1, 2, 3, 4,", "Hello
 def test_generate_batch_equals_alone_scalar(tok_model):
     with kernels.use_isa("scalar"):
         llm = fastcpu.LLM(tok_model, ctx=256, ram_budget=_minimum(tok_model) + 200_000)
+        assert llm.model.stream_plan.streamed_bytes > 0
         alone = []
         for p in PROMPTS:
             llm.generate(p, max_tokens=8, temperature=0)
@@ -285,3 +286,17 @@ def test_generate_batch_seeded_and_limits(tok_model):
         llm.generate_batch("one prompt")
     with pytest.raises(ValueError, match="seeds"):
         llm.generate_batch(PROMPTS[:2], max_tokens=4, seed=[1])
+
+
+def test_cli_bench_and_generate_with_budget(tok_model, capsys):
+    from fastcpu.cli import main
+
+    budget = str(_minimum(tok_model) + 100_000)
+    assert main(["bench", "-m", tok_model, "--ram-budget", budget, "--prompt", "8", "--gen", "4", "--ctx", "64",
+                 "--json"]) == 0
+    r = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    assert r["streamed_bytes_per_token"] > 0 and r["ram_budget"] == int(budget)
+    assert r["disk_limit_gbps"] > 0 and r["stream_limit_pct"] > 0
+    assert r["pinned_bytes"] + r["ring_bytes"] <= int(budget)
+    assert main(["generate", "-m", tok_model, "--ram-budget", "1KiB", "-p", "x", "-n", "2"]) == 1
+    assert "minimum working set" in capsys.readouterr().err
