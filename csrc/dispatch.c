@@ -120,6 +120,9 @@ int fc_qtype_supported(int qtype) {
 }
 
 /* ---- GEMM driver ---- */
+/* Row chunks per thread in one GEMM (see run_gemm). */
+#define FC_GEMM_CHUNKS_PER_THREAD 4
+
 int fc_default_threads(void) { return fc_cpu()->physical_cores; }
 
 int fc_resolve_threads(int threads) {
@@ -165,7 +168,7 @@ typedef struct {
     fc_gemm_args a;
     const float *x;
     int64_t rows;
-    int64_t chunk; /* rows per thread */
+    int64_t chunk; /* rows per chunk */
 } gemm_job;
 
 static void quantize_task(void *ctx, int ith, int nth) {
@@ -180,6 +183,10 @@ static void gemm_task(void *ctx, int ith, int nth) {
     int64_t r0 = (int64_t)ith * j->chunk, r1 = r0 + j->chunk;
     if (r1 > j->rows) r1 = j->rows;
     if (r0 < r1) j->kern->gemm(&j->a, r0, r1);
+}
+
+static void gemm_task_all(gemm_job *j, int nchunks) {
+    for (int i = 0; i < nchunks; i++) gemm_task(j, i, nchunks);
 }
 
 static int run_gemm(const fc_qkernel *kern, const void *w, const void *w_raw, size_t w_row_bytes, int64_t rows,
@@ -205,20 +212,24 @@ static int run_gemm(const fc_qkernel *kern, const void *w, const void *w_raw, si
     j.a.w_raw = w_raw;
 
     /* Rows go out in contiguous chunks (a multiple of the kernel's row alignment, 16 by default:
-     * the AMX tile height) so that each thread streams its own run of bytes; too few rows to
-     * share and one thread streams them all. */
+     * the AMX tile height), a few per thread: threads claim them as they come free, so a thread
+     * the host descheduled for a while (a busy machine) or that runs slower costs the others
+     * only its last chunk, not its whole share. Too few rows to share and one thread streams
+     * them all. */
     const int64_t align = kern->row_align > 0 ? kern->row_align : 16;
-    if (rows < (int64_t)nth * align) nth = (int)((rows + align - 1) / align);
-    if (nth < 1) nth = 1;
-    int64_t chunk = (rows + nth - 1) / nth;
-    chunk = (chunk + align - 1) / align * align;
+    const int64_t units = (rows + align - 1) / align;
+    int64_t want = nth > 1 ? (int64_t)nth * FC_GEMM_CHUNKS_PER_THREAD : 1;
+    if (want > units) want = units;
+    if (want < 1) want = 1;
+    const int64_t chunk = (units + want - 1) / want * align;
     j.chunk = chunk;
-    nth = (int)((rows + chunk - 1) / chunk);
+    const int nchunks = (int)((rows + chunk - 1) / chunk);
+    if (nth > nchunks) nth = nchunks;
 
     if (n >= 4 && nth > 1) fc_parallel(nth, quantize_task, &j);
     else quantize_task(&j, 0, 1);
-    if (nth > 1) fc_parallel(nth, gemm_task, &j);
-    else gemm_task(&j, 0, 1);
+    if (nth > 1) fc_parallel_chunks(nth, nchunks, gemm_task, &j);
+    else gemm_task_all(&j, nchunks);
     free(own);
     return 0;
 }

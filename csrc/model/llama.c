@@ -24,6 +24,9 @@
 
 #include "fc_internal.h"
 
+/* Attention work of a block goes out in this many chunks per thread (see run_stage). */
+#define ATTN_CHUNKS_PER_THREAD 8
+
 typedef struct {
     const float *attn_norm, *ffn_norm; /* [dim] */
     const float *bq, *bk, *bv;         /* [q_dim], [kv_dim], [kv_dim] or NULL */
@@ -59,7 +62,7 @@ struct fc_llama {
     float *att;     /* (B, q_dim) attention output */
     float *gu;      /* (B, 2*hidden): fused gate|up rows, else gate (B, hidden) | up (B, hidden) */
     float *h;       /* (B, hidden) silu(gate) * up */
-    float *scores;  /* (nth, n_ctx) attention scratch per thread */
+    float *scores;  /* (nth * ATTN_CHUNKS_PER_THREAD, n_ctx) attention scratch per chunk */
     void *work;     /* GEMM activation scratch: max fc_gemm_w_work_bytes over the weights at B rows */
     size_t alloc_bytes;
 };
@@ -210,7 +213,7 @@ fc_llama *fc_llama_create(const fc_llama_config *cfg, fc_llama_tensor token_embd
     m->att = alloc64(m, (size_t)(B * m->q_dim) * sizeof(float));
     m->gu = alloc64(m, (size_t)(B * 2 * hidden) * sizeof(float));
     m->h = alloc64(m, (size_t)(B * hidden) * sizeof(float));
-    m->scores = alloc64(m, (size_t)m->nth * (size_t)c->n_ctx * sizeof(float));
+    m->scores = alloc64(m, (size_t)m->nth * ATTN_CHUNKS_PER_THREAD * (size_t)c->n_ctx * sizeof(float));
     m->work = alloc64(m, work + FC_ALIGN);
     if (!m->k_cache || !m->v_cache || !m->x || !m->xb || !m->y || !m->qkv || !m->att || !m->gu || !m->h ||
         !m->scores || !m->work)
@@ -330,6 +333,10 @@ static void run_stage(block_job *j, int stage) {
     if (nth > n) nth = n;
     /* attention of a decoded token has a head per thread to share; row-wise steps of one row don't */
     if (nth <= 1 || (stage != STAGE_ATTN && j->nb == 1)) rows_stage(j, 0, n, 0);
+    else if (stage == STAGE_ATTN && n >= nth * ATTN_CHUNKS_PER_THREAD)
+        /* causal rows grow with their position: many chunks, claimed as threads come free,
+         * keep the threads even where two static halves would give one of them 3/4 of it */
+        fc_parallel_chunks(nth, nth * ATTN_CHUNKS_PER_THREAD, stage_task, j);
     else fc_parallel(nth, stage_task, j);
 }
 
