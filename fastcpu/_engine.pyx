@@ -73,11 +73,15 @@ cdef class Engine:
     cdef fc_llama *m
     cdef list keep
     cdef readonly int n_vocab, n_ctx, dim, n_layers, max_batch, threads
+    cdef readonly int n_past  # positions 0..n_past-1 of the cache hold keys/values
+    cdef bint busy
     cdef readonly size_t weight_bytes, alloc_bytes
 
     def __cinit__(self, dict config, tuple token_embd, output_norm, output, list layers, inv_freq):
         self.m = NULL
         self.keep = []
+        self.n_past = 0
+        self.busy = False
         cdef fc_llama_config c
         memset(&c, 0, sizeof(c))
         for key in ("n_vocab", "dim", "n_layers", "n_heads", "n_kv_heads", "head_dim", "hidden", "n_ctx",
@@ -214,9 +218,21 @@ cdef class Engine:
             raise EngineError(f"threads must be between 1 and {MAX_THREADS}, got {threads}")
         fc_llama_set_threads(self.m, threads)
 
+    def reset(self):
+        """Forgets the cache: the next step starts at position 0."""
+        self.n_past = 0
+
+    def truncate(self, int n):
+        """Keeps positions 0..n-1 of the cache (the next step may start at any position <= n)."""
+        if n < 0:
+            raise EngineError(f"cannot truncate the cache to {n} positions")
+        if n < self.n_past:
+            self.n_past = n
+
     def forward(self, tokens, int pos, str logits="last", out=None):
         """Runs `tokens` at positions pos.. and returns float32 logits: (n_vocab,) for logits='last',
-        (n, n_vocab) for 'all', None for 'none'. The cache must already hold positions < pos."""
+        (n, n_vocab) for 'all', None for 'none'. pos <= n_past: the cache must hold every position
+        before pos; positions from pos on are overwritten and n_past becomes pos + len(tokens)."""
         arr = np.asarray(tokens)
         if arr.ndim != 1:
             raise EngineError(f"tokens must be a 1-D sequence of ids, got shape {arr.shape}")
@@ -234,6 +250,8 @@ cdef class Engine:
         if pos + n > self.n_ctx:
             raise EngineError(f"prompt too long: {pos + n} tokens exceed the context of {self.n_ctx} "
                               f"(positions 0..{self.n_ctx - 1}); pass a larger ctx")
+        if pos > self.n_past:
+            raise EngineError(f"position {pos} is past the cache, which holds {self.n_past} positions")
         cdef int mode
         if logits == "last":
             mode = FC_LOGITS_LAST
@@ -261,8 +279,18 @@ cdef class Engine:
             lv = res.reshape(-1)
             lp = &lv[0]
         cdef int rc
-        with nogil:
-            rc = fc_llama_forward(self.m, &tv[0], n, pos, lp, mode)
+        if self.busy:
+            raise RuntimeError("this model is already running a step in another thread")
+        self.busy = True
+        # the cache from pos on is about to change: if the step fails half-way it holds only pos
+        self.n_past = pos
+        try:
+            with nogil:
+                rc = fc_llama_forward(self.m, &tv[0], n, pos, lp, mode)
+        finally:
+            self.busy = False
+        if rc == 0:
+            self.n_past = pos + n
         if rc != 0:
             raise MemoryError("the forward pass could not allocate its GEMM work buffer")
         return res

@@ -80,9 +80,13 @@ def build_parser() -> argparse.ArgumentParser:
 # ---- model runner commands (fastcpu.LLM) ----
 
 def _load_llm(args, ctx=None):
+    from .hub import HubError
     from .llm import LLM
 
-    return LLM(args.model, threads=args.threads, ctx=ctx if ctx is not None else args.ctx)
+    try:
+        return LLM(args.model, threads=args.threads, ctx=ctx if ctx is not None else args.ctx)
+    except HubError as e:  # could not fetch the model: a message, not a traceback
+        raise OSError(str(e)) from e
 
 
 def _sampling_kw(args) -> dict:

@@ -308,7 +308,7 @@ def dequantize(w, qtype) -> np.ndarray:
 
 
 # formats fc_quantize can produce from float32
-QUANTIZABLE = ("Q4_K", "Q6_K")
+QUANTIZABLE = ("Q4_K", "Q5_K", "Q6_K")
 
 
 def quantize(x, qtype) -> np.ndarray:

@@ -23,16 +23,15 @@ from .sampler import SamplerParams, sample
 
 
 def _resolve_model(model) -> str:
+    """A GGUF path, a known name or hf:OWNER/REPO/FILE.gguf (fastcpu.hub); None: the default model."""
+    from .hub import resolve
+
     if model is not None:
-        p = os.fspath(model)
-        if os.path.isfile(p):
-            return p
-        if os.sep in p or p.endswith(".gguf"):
+        if not isinstance(model, (str, os.PathLike)):
+            raise TypeError(f"model must be a path or a name, got {type(model).__name__}")
+        p = os.path.expanduser(os.fspath(model))
+        if not p.startswith("hf:") and (os.sep in p or p.endswith(".gguf")) and not os.path.isfile(p):
             raise FileNotFoundError(f"model file not found: {p}")
-    try:
-        from .hub import resolve
-    except ImportError as e:  # pragma: no cover - the hub ships with the package
-        raise FileNotFoundError(f"no model file {model!r} and no fastcpu.hub to resolve names") from e
     return os.fspath(resolve(model))
 
 
@@ -90,6 +89,7 @@ class LLM:
         self.tokenizer = Tokenizer.from_gguf_metadata(self.model.file.metadata)
         self.metadata = self.model.file.metadata
         self._template = None
+        self._reused = 0
         self._cached: list[int] = []  # tokens whose keys/values the cache holds, positions 0..
         self._lock = threading.RLock()
         self.last_stats: dict = {}
@@ -128,6 +128,7 @@ class LLM:
         """Forgets the cached prompt (the next call runs its whole prompt)."""
         with self._lock:
             self._cached = []
+            self.model.engine.reset()
 
     def _prefill(self, ids: list[int]) -> np.ndarray:
         """Logits after `ids` (positions 0..), reusing the longest cached prefix."""
@@ -139,6 +140,7 @@ class LLM:
         while common < lim and self._cached[common] == ids[common]:
             common += 1
         self._cached = self._cached[:common]
+        self._reused = common
         logits = self.model.forward(np.asarray(ids[common:], np.int32), common, "last")
         self._cached = list(ids)
         return logits
@@ -221,7 +223,8 @@ class LLM:
                     yield tail
             t2 = time.perf_counter()
             self.last_stats = {
-                "prompt_tokens": len(ids), "generated_tokens": n_gen, "finish_reason": reason,
+                "prompt_tokens": len(ids), "cached_prompt_tokens": self._reused, "generated_tokens": n_gen,
+                "finish_reason": reason,
                 "tokens": history[len(ids):],
                 "prefill_s": t1 - t0, "decode_s": t2 - t1,
             }
@@ -265,7 +268,8 @@ class LLM:
 
     def perplexity(self, text: str, ctx: int = 512, details: bool = False):
         """Perplexity of `text` as llama.cpp's perplexity tool measures it: the tokens in chunks of
-        `ctx`, each chunk starting with BOS, scored on the second half of each chunk."""
+        `ctx` (each starting with BOS when the vocabulary adds one), scored on the second half of
+        each chunk."""
         if isinstance(ctx, bool) or not isinstance(ctx, (int, np.integer)) or ctx < 4:
             raise ValueError(f"ctx must be an int >= 4, got {ctx!r}")
         if ctx > self.n_ctx:
@@ -274,12 +278,12 @@ class LLM:
         n_chunks = len(ids) // ctx
         if n_chunks == 0:
             raise ValueError(f"text too short: {len(ids)} tokens, perplexity needs at least ctx={ctx}")
-        bos = self.tokenizer.bos_id
+        bos = self.tokenizer.bos_id if self.tokenizer.add_bos else None
         nll, count = 0.0, 0
         first = ctx // 2
         for c in range(n_chunks):
             chunk = ids[c * ctx:(c + 1) * ctx]
-            if bos is not None and bos >= 0:
+            if bos is not None:
                 chunk[0] = bos
             lg = self.eval(chunk)
             nll += float(token_nll(lg[first:ctx - 1], chunk[first + 1:ctx]).sum())

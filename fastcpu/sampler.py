@@ -80,27 +80,33 @@ def sample(logits: np.ndarray, rng: np.random.Generator | None, p: SamplerParams
     if rng is None:
         raise ValueError("sampling with temperature > 0 needs a random generator")
     n = logits.shape[0]
-    # candidates, best first
-    k = p.top_k if 0 < p.top_k < n else n
-    if k < n:
-        idx = np.argpartition(-logits, k - 1)[:k]
-    else:
-        idx = np.arange(n)
-    vals = logits[idx].astype(np.float64)
-    order = np.argsort(-vals, kind="stable")
-    idx, vals = idx[order], vals[order]
-    # probabilities at temperature 1 for top-p / min-p
-    probs = np.exp(vals - vals[0])
-    probs /= probs.sum()
-    keep = len(idx)
+    x = logits.astype(np.float64)
+    idx = None  # candidate i is token idx[i] (None: token i)
+    if 0 < p.top_k < n:
+        idx = np.argpartition(-x, p.top_k - 1)[: p.top_k]
+        x = x[idx]
+    # e[i] = p_i / p_best at temperature 1; z normalises over the top-k set
+    e = np.exp(x - x.max())
+    z = e.sum()
+    # min-p keeps the tokens at least min_p times as likely as the best: a prefix of the sorted
+    # order, as top-p's nucleus is, so the chain keeps the shorter of the two prefixes
+    cand = np.flatnonzero(e >= p.min_p) if p.min_p > 0.0 else np.arange(len(x))
     if p.top_p < 1.0:
-        cum = np.cumsum(probs)
-        keep = min(keep, int(np.searchsorted(cum, p.top_p, side="left")) + 1)
-    if p.min_p > 0.0:
-        keep = min(keep, max(1, int(np.count_nonzero(probs[:keep] >= p.min_p * probs[0]))))
-    idx, vals = idx[:keep], vals[:keep]
-    w = np.exp((vals - vals[0]) / p.temperature)
+        # the nucleus is usually short: sort a bounded head of the candidates first
+        head = cand if len(cand) <= 256 else cand[np.argpartition(-e[cand], 255)[:256]]
+        order = head[np.argsort(-e[head], kind="stable")]
+        cum = np.cumsum(e[order]) / z
+        j = int(np.searchsorted(cum, p.top_p, side="left"))
+        if j >= len(order) and len(head) < len(cand):
+            order = cand[np.argsort(-e[cand], kind="stable")]
+            cum = np.cumsum(e[order]) / z
+            j = int(np.searchsorted(cum, p.top_p, side="left"))
+        order = order[: j + 1]
+    else:
+        order = cand[np.argsort(-e[cand], kind="stable")]
+    w = np.exp((x[order] - x[order[0]]) / p.temperature)
     w /= w.sum()
     u = rng.random()
-    j = int(np.searchsorted(np.cumsum(w), u, side="right"))
-    return int(idx[min(j, keep - 1)])
+    j = min(int(np.searchsorted(np.cumsum(w), u, side="right")), len(order) - 1)
+    t = order[j]
+    return int(idx[t] if idx is not None else t)

@@ -17,9 +17,9 @@ be the ones the model was run with there:
 * Special tokens (CONTROL, USER_DEFINED, UNKNOWN types) are cut out of the
   text before anything else, longest first. CONTROL and UNKNOWN tokens only
   when ``parse_special`` is true; USER_DEFINED ones always.
-* Unicode categories are those of this Python's ``unicodedata`` (llama.cpp has
-  its own tables; they can differ only for code points assigned in a newer
-  Unicode version than this Python knows, which then count as "other").
+* Unicode categories are llama.cpp's (its Unicode 15.1 table, frozen in
+  fastcpu/_unicode_classes.py), not this Python's unicodedata, which changes
+  with the interpreter version.
 * The regex pre-tokenizers run over a "collapsed" copy of the text where each
   non-ASCII code point is replaced by one stand-in character per category,
   as llama.cpp does, so ``\\s`` means exactly the ASCII whitespace plus the
@@ -30,12 +30,12 @@ be the ones the model was run with there:
 """
 from __future__ import annotations
 
+import bisect
 import codecs
 import heapq
 import numbers
 import re
-import unicodedata
-from typing import Iterable, Mapping, Sequence
+from typing import Iterable, Mapping
 
 __all__ = [
     "Tokenizer",
@@ -94,33 +94,37 @@ _SPM_SPACE = "\u2581"
 # Unicode classification, as llama.cpp's collapsed-regex machinery sees it
 # ---------------------------------------------------------------------------
 
-# The Unicode White_Space property (PropList.txt); llama.cpp's \s.
-_WHITESPACE = frozenset(
-    [0x09, 0x0A, 0x0B, 0x0C, 0x0D, 0x20, 0x85, 0xA0, 0x1680]
-    + list(range(0x2000, 0x200B))
-    + [0x2028, 0x2029, 0x202F, 0x205F, 0x3000]
-)
-# Stand-ins for non-ASCII code points (the bytes llama.cpp uses).
-_C_WS = "\x0b"  # any non-ASCII whitespace
-_C_OTHER = "\xd0"  # control, format, private use, unassigned...
-_C_NUMBER = "\xd1"
-_C_LETTER = "\xd2"
-_C_PUNCT = "\xd3"
-_C_MARK = "\xd4"
-_C_SYMBOL = "\xd5"
-_CAT_TO_STANDIN = {"L": _C_LETTER, "N": _C_NUMBER, "P": _C_PUNCT, "M": _C_MARK, "S": _C_SYMBOL}
+
+def _load_classes():
+    from ._unicode_classes import RUNS
+
+    starts, classes = [], []
+    cp = 0
+    for m in re.finditer(r"([A-Z])([0-9a-z]+)", "".join(RUNS)):
+        starts.append(cp)
+        classes.append(m.group(1))
+        cp += int(m.group(2), 36)
+    if cp != 0x110000:
+        raise RuntimeError("fastcpu/_unicode_classes.py is corrupt")
+    return starts, classes
+
+
+# llama.cpp's own classification (frozen at its Unicode 15.1 table, whatever this Python's is).
+_CLASS_STARTS, _CLASSES = _load_classes()
+# Stand-ins for non-ASCII code points in the collapsed text (the bytes llama.cpp uses).
+_STANDIN = {"W": "\x0b", "N": "\xd1", "L": "\xd2", "P": "\xd3", "M": "\xd4", "S": "\xd5", "O": "\xd0"}
+
+
+def unicode_class(cp: int) -> str:
+    """llama.cpp's class of a code point: L, N, P, M, S, W (White_Space) or O (other)."""
+    return _CLASSES[bisect.bisect_right(_CLASS_STARTS, cp) - 1]
 
 
 class _CollapseTable(dict):
-    """str.translate table: ASCII stays, everything else becomes its category stand-in."""
+    """str.translate table: ASCII stays, everything else becomes its class stand-in."""
 
     def __missing__(self, cp: int):
-        if cp < 128:
-            r = cp
-        elif cp in _WHITESPACE:
-            r = _C_WS
-        else:
-            r = _CAT_TO_STANDIN.get(unicodedata.category(chr(cp))[0], _C_OTHER)
+        r = cp if cp < 128 else _STANDIN[unicode_class(cp)]
         self[cp] = r
         return r
 

@@ -10,6 +10,7 @@ import zlib
 
 import numpy as np
 import pytest
+from childproc import CHILD_CWD, child_env
 
 import fastcpu
 from fastcpu import _core, kernels
@@ -450,9 +451,8 @@ def test_prepare_at_every_level(isa, qtype):
 
 def _run_py(code, **env):
     e = dict(os.environ, **env)
-    e["PYTHONPATH"] = os.pathsep.join([os.path.dirname(os.path.dirname(fastcpu.__file__)),
-                                       e.get("PYTHONPATH", "")])
-    return subprocess.run([sys.executable, "-c", code], env=e, capture_output=True, text=True, timeout=120)
+    return subprocess.run([sys.executable, "-c", code], env=child_env(e), cwd=CHILD_CWD, capture_output=True,
+                          text=True, timeout=120)
 
 
 @pytest.mark.skipif(HAVE_AMX, reason="this CPU has AMX")
@@ -518,3 +518,32 @@ def test_model_matches_hardware(code):
             f_hw, c_hw = run_dp(code, c, A, B, hardware=True)
             assert f_sim is None and f_hw is None
             np.testing.assert_array_equal(c_sim.view(np.uint32), c_hw.view(np.uint32))
+
+
+# ---------------------------------------------------------------- whole model
+
+def test_model_amx_sim_same_tokens(model_path):
+    """The real model under amx_sim (prefill through the tile kernels on the model, decode below
+    the small-batch switch) gives the same greedy tokens as under the best non-AMX level.
+
+    The levels quantize activations in different blocks and sum in different orders, which moves
+    logits by a few tenths (as between avx2 and avx512_vnni), so a prompt whose continuation the
+    model is sure of is used; the test reports the margins if it ever stops being one."""
+    import numpy as np
+
+    from fastcpu import LLM
+
+    prompt = "Counting in English: one, two, three, four, five, six, seven, eight, nine, ten, eleven, twelve,"
+    base = kernels.best_isa()
+    out, margins = {}, {}
+    for level in (base, "amx_sim"):
+        with kernels.use_isa(level):
+            llm = LLM(model_path, ctx=128, threads=2)
+            ids = llm.tokenize(prompt)
+            assert len(ids) >= 2 * kernels.amx_min_rows()  # prefill really takes the tile path
+            llm.generate(prompt, max_tokens=10, temperature=0)
+            out[level] = gen = llm.last_stats["tokens"]
+            lg = np.sort(llm.eval(ids + gen)[len(ids) - 1:len(ids) - 1 + len(gen)], axis=1)
+            margins[level] = (lg[:, -1] - lg[:, -2]).round(2).tolist()
+            del llm
+    assert out["amx_sim"] == out[base], (out, margins)

@@ -120,3 +120,32 @@ def test_bad_messages():
         tpl.render([{"content": "x"}])
     with pytest.raises(TypeError):
         ChatTemplate(42)
+
+
+TEMPLATES = {
+    "tojson_tools": ("{% for m in messages %}{{ m.role }}: {{ m.content | tojson }}\n{% endfor %}"
+                     "{% if tools %}TOOLS {{ tools | tojson(indent=2) }}{% endif %}"
+                     "{% if add_generation_prompt %}assistant:{% endif %}"),
+    "loop_controls": ("{{ bos_token }}{% for m in messages %}{% if m.role == 'system' %}{% continue %}{% endif %}"
+                      "  [{{ loop.index }}] {{ m.content | trim }}\n"
+                      "{% endfor %}{{ eos_token }}"),
+}
+
+
+@pytest.mark.oracle
+@pytest.mark.parametrize("name", ["smollm2"] + sorted(TEMPLATES))
+def test_matches_transformers(request, name):
+    hf = pytest.importorskip("transformers.utils.chat_template_utils")
+    if name == "smollm2":
+        src = request.getfixturevalue("smol_meta")["tokenizer.chat_template"]
+    else:
+        src = TEMPLATES[name]
+    msgs = [{"role": "system", "content": "sys"}, {"role": "user", "content": "  héllo 😀\n"},
+            {"role": "assistant", "content": "hi"}, {"role": "user", "content": "bye"}]
+    tools = [{"type": "function", "function": {"name": "f", "description": "café"}}]
+    for gen in (True, False):
+        for m in (msgs, msgs[1:]):
+            ours = ChatTemplate(src, bos_token="<s>", eos_token="</s>").render(m, gen, tools=tools)
+            rendered, _ = hf.render_jinja_template([m], tools=tools, chat_template=src, add_generation_prompt=gen,
+                                                   bos_token="<s>", eos_token="</s>")
+            assert ours == rendered[0]

@@ -9,8 +9,8 @@ import pytest
 
 import fastcpu
 from fastcpu import kernels
+from childproc import CHILD_CWD, child_env
 
-REPO_PARENT = os.path.dirname(os.path.dirname(os.path.abspath(fastcpu.__file__)))
 
 
 def _cpuinfo_flags():
@@ -52,9 +52,9 @@ def _run(code, isa_env=None, args=None):
     env.pop("FASTCPU_ISA", None)
     if isa_env is not None:
         env["FASTCPU_ISA"] = isa_env
-    env["PYTHONPATH"] = REPO_PARENT + os.pathsep + env.get("PYTHONPATH", "")
+    env = child_env(env)
     cmd = [sys.executable] + (args if args is not None else ["-c", code])
-    return subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=120)
+    return subprocess.run(cmd, env=env, cwd=CHILD_CWD, capture_output=True, text=True, timeout=120)
 
 
 @needs_cpuinfo

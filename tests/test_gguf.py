@@ -9,6 +9,7 @@ import sys
 
 import numpy as np
 import pytest
+from childproc import CHILD_CWD, child_env
 
 import gguf
 import fastcpu
@@ -384,10 +385,9 @@ def test_partial_overlap(tmp_path, sample):
 def test_fuzz_mutations(tmp_path, sample):
     """A few hundred seeded mutations of the header; the child must end with only ModelFormatError
     or success for each, and never crash (a signal would show as a negative return code)."""
-    env = dict(os.environ)
-    env["PYTHONPATH"] = os.pathsep.join([os.path.dirname(HERE), HERE, env.get("PYTHONPATH", "")])
+    env = child_env()
     r = subprocess.run([sys.executable, os.path.join(HERE, "gguf_fuzz.py"), str(sample[0]), "400", "1234"],
-                       capture_output=True, text=True, timeout=300, env=env)
+                       capture_output=True, text=True, timeout=300, env=env, cwd=CHILD_CWD)
     assert r.returncode == 0, f"fuzz child failed ({r.returncode}):\n{r.stdout[-3000:]}\n{r.stderr[-3000:]}"
     summary = r.stdout.strip().splitlines()[-1]
     ok, bad = (int(x) for x in summary.split()[1:3])

@@ -142,3 +142,25 @@ def test_cli_generate_and_bench(model_path, capsys):
     for k in ("prefill_tok_s", "decode_tok_s", "bytes_per_token", "decode_gbps", "membw_gbps", "roofline_pct"):
         assert r[k] > 0, k
     assert main(["generate", "-m", model_path + ".missing", "-p", "x"]) == 1
+
+
+def test_cache_prefix_reuse_is_exact(model_path):
+    """A prompt that extends the cached one only runs its new tokens, with the same result as a
+    fresh start; a diverging prompt rewinds the cache. Exact only at the scalar level: SIMD levels
+    block activation rows differently for different batch sizes (see
+    test_greedy_is_argmax_of_teacher_forced_logits)."""
+    from fastcpu import LLM, kernels
+
+    with kernels.use_isa("scalar"):
+        llm = LLM(model_path, ctx=64, threads=2)
+        first = PROMPT + " red, green and"
+        llm.generate(first, max_tokens=2, temperature=0)
+        warm = llm.generate(first + " blue. The", max_tokens=4, temperature=0)
+        assert llm.last_stats["cached_prompt_tokens"] >= len(llm.tokenize(first))
+        llm.reset()
+        cold = llm.generate(first + " blue. The", max_tokens=4, temperature=0)
+        assert warm == cold
+        other = llm.generate("Water boils at", max_tokens=3, temperature=0)
+        assert llm.last_stats["cached_prompt_tokens"] == (1 if llm.tokenizer.add_bos else 0)  # BOS
+        llm.reset()
+        assert llm.generate("Water boils at", max_tokens=3, temperature=0) == other

@@ -93,6 +93,16 @@ def test_binding_rejects_bad_input(tmp_path):
         m.forward(np.zeros(17, np.int32), 0)
     with pytest.raises(ValueError, match="prompt too long"):
         m.forward([1, 2], 15)
+    m.engine.reset()
+    with pytest.raises(ValueError, match="past the cache"):
+        m.forward([1], 1)
+    m.forward([1, 2, 3], 0)
+    m.engine.truncate(2)
+    assert m.engine.n_past == 2
+    with pytest.raises(ValueError, match="past the cache"):
+        m.forward([1], 3)
+    m.forward([5], 2)
+    assert m.engine.n_past == 3
     with pytest.raises(ValueError, match="no tokens"):
         m.forward([], 0)
     with pytest.raises(TypeError):

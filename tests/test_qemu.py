@@ -13,6 +13,7 @@ import sys
 
 import numpy as np
 import pytest
+from childproc import CHILD_CWD, child_env
 
 import fastcpu
 from kernel_ref import BLOCK, activations, cols_for, dequantize, random_weights
@@ -23,7 +24,6 @@ pytestmark = pytest.mark.skipif(QEMU is None, reason="qemu-x86_64 not installed 
 
 FORMATS = list(BLOCK)
 CPU_MODELS = {"Haswell": "avx2", "Nehalem": "scalar"}
-REPO_PARENT = os.path.dirname(os.path.dirname(os.path.abspath(fastcpu.__file__)))
 
 CHILD = r"""
 import json, sys
@@ -66,10 +66,10 @@ def emulated(request, inputs, tmp_path_factory):
     out = tmp_path_factory.mktemp("qemu_" + cpu) / "out.npz"
     env = dict(os.environ)
     env.pop("FASTCPU_ISA", None)
-    env["PYTHONPATH"] = REPO_PARENT + os.pathsep + env.get("PYTHONPATH", "")
+    env = child_env(env)
     env["QEMU_CPU"] = cpu
     r = subprocess.run([QEMU, "-cpu", cpu, sys.executable, "-c", CHILD, str(path), str(out),
-                        json.dumps(FORMATS)], env=env, capture_output=True, text=True, timeout=600)
+                        json.dumps(FORMATS)], env=env, cwd=CHILD_CWD, capture_output=True, text=True, timeout=600)
     if r.returncode < 0 or r.returncode == 128 + signal.SIGILL:
         sig = -r.returncode if r.returncode < 0 else signal.SIGILL
         pytest.fail(f"-cpu {cpu}: killed by {signal.Signals(sig).name}\n{r.stderr[-3000:]}")

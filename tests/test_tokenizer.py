@@ -331,3 +331,39 @@ def test_numpy_ids_and_metadata(spm_tokenizers):
     meta["tokenizer.ggml.token_type"] = np.array(meta["tokenizer.ggml.token_type"], dtype=np.int32)
     meta["tokenizer.ggml.bos_token_id"] = np.uint32(1)
     assert Tokenizer.from_gguf_metadata(meta).encode("Hello world") == ids
+
+
+# --- every-byte-pair vocabulary: pins the pre-tokenizer cuts and llama.cpp's Unicode classes ----
+
+
+def _gpt2_byte_chars():
+    keep = set(range(0x21, 0x7F)) | set(range(0xA1, 0xAD)) | set(range(0xAE, 0x100))
+    out, n = [], 0
+    for b in range(256):
+        if b in keep:
+            out.append(chr(b))
+        else:
+            out.append(chr(256 + n))
+            n += 1
+    return out
+
+
+@pytest.fixture(scope="module")
+def bytepair_base():
+    chars = _gpt2_byte_chars()
+    return {
+        "tokenizer.ggml.model": "gpt2",
+        "tokenizer.ggml.tokens": chars + [a + b for a in chars for b in chars],
+        "tokenizer.ggml.merges": [f"{a} {b}" for a in chars for b in chars],
+        "tokenizer.ggml.bos_token_id": 0, "tokenizer.ggml.eos_token_id": 0, "tokenizer.ggml.add_bos_token": False,
+    }
+
+
+BYTEPAIRS = _load("tokenizer_bytepairs.json")
+
+
+@pytest.mark.parametrize("pre", sorted(BYTEPAIRS["pre"]))
+def test_bytepair_vocab_unicode_classes(bytepair_base, pre):
+    tok = Tokenizer.from_gguf_metadata(dict(bytepair_base, **{"tokenizer.ggml.pre": pre}))
+    for text, want in zip(BYTEPAIRS["strings"], BYTEPAIRS["pre"][pre]):
+        assert tok.encode(text, add_special=False) == want, f"{pre}: {text!r}"

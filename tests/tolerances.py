@@ -127,14 +127,15 @@ def quantize_bound(qtype: str, X: np.ndarray) -> np.ndarray:
     rows, k = X.shape
     amax = np.abs(X).reshape(rows, k // 256, 256).max(axis=2)
     amax = np.repeat(amax, 256, axis=1)
-    if qtype == "Q4_K":
+    if qtype in ("Q4_K", "Q5_K"):
+        steps = 15.0 if qtype == "Q4_K" else 31.0
         s = X.reshape(rows, k // 32, 32)
         lo = np.minimum(s.min(axis=2), 0.0)
         hi = s.max(axis=2)
         rng_s = np.repeat(hi - lo, 32, axis=1)
         dmin = amax / 63.0 + FP16_STEP_MIN
-        d = (2.0 * amax + dmin) / (15.0 * 63.0) + FP16_STEP_MIN
-        return 1.01 * (rng_s / 30.0 + dmin / 30.0 + d / 2.0) + 1e-30
+        d = (2.0 * amax + dmin) / (steps * 63.0) + FP16_STEP_MIN
+        return 1.01 * (rng_s / (2 * steps) + dmin / (2 * steps) + d / 2.0) + 1e-30
     if qtype == "Q6_K":
         a = np.repeat(np.abs(X).reshape(rows, k // 16, 16).max(axis=2), 16, axis=1)
         d = amax / (31.0 * 127.0) + FP16_STEP_MIN

@@ -379,6 +379,63 @@ def apply_overrides(meta: dict, overrides: dict) -> dict:
     return m
 
 
+# --- a vocabulary of every byte pair: its ids show exactly where the pre-tokenizer cut -------------
+
+
+def gpt2_byte_chars() -> list[str]:
+    keep = list(range(0x21, 0x7F)) + list(range(0xA1, 0xAD)) + list(range(0xAE, 0x100))
+    out, n = {}, 0
+    for b in range(256):
+        if b in keep:
+            out[b] = chr(b)
+        else:
+            out[b] = chr(256 + n)
+            n += 1
+    return [out[b] for b in range(256)]
+
+
+def bytepair_metadata(pre: str) -> dict:
+    chars = gpt2_byte_chars()
+    tokens = chars + [a + b for a in chars for b in chars]
+    return {
+        "general.architecture": "llama", "llama.context_length": 128, "llama.embedding_length": 64,
+        "llama.block_count": 1, "llama.feed_forward_length": 128, "llama.attention.head_count": 2,
+        "llama.attention.head_count_kv": 2, "llama.attention.layer_norm_rms_epsilon": 1e-5,
+        "tokenizer.ggml.model": "gpt2", "tokenizer.ggml.pre": pre, "tokenizer.ggml.tokens": tokens,
+        "tokenizer.ggml.token_type": [1] * len(tokens),
+        "tokenizer.ggml.merges": [f"{a} {b}" for a in chars for b in chars],
+        "tokenizer.ggml.bos_token_id": 0, "tokenizer.ggml.eos_token_id": 0, "tokenizer.ggml.add_bos_token": False,
+    }
+
+
+def bytepair_types(meta: dict) -> dict:
+    from gguf import GGUFValueType as T
+
+    out = spm_types({k: v for k, v in meta.items() if k != "tokenizer.ggml.merges"})
+    out["tokenizer.ggml.merges"] = (T.ARRAY, T.STRING)
+    return out
+
+
+# Code points whose class llama.cpp and an older unicodedata disagree on (see tools/gen_unicode_classes.py),
+# and one of each general category.
+BYTEPAIR_CPS = [
+    0x1123F, 0x11B00, 0x11B09, 0x11F02, 0x11F04, 0x11F43, 0x11F50, 0x1342F, 0x13441, 0x1B132, 0x1B155, 0x1D2C0,
+    0x1DF25, 0x1E030, 0x1E4D0, 0x1E4F0, 0x2B739, 0x2EBF0, 0x31350, 0x323AF,
+    0xE9, 0x1C5, 0x2B0, 0x5D0, 0x301, 0x903, 0x20DD, 0x663, 0x16EE, 0xB2, 0x5F, 0x2010, 0x28, 0x29, 0xAB, 0xBB,
+    0x3002, 0x20AC, 0x2192, 0x2C2, 0x1F600, 0xA0, 0x2028, 0x2029, 0x3000, 0x85, 0x1C, 0x200B, 0xE0001, 0xE000,
+    0xD7FF, 0x10FFFF, 0x1FAE8, 0x1FA77,
+]
+
+
+def bytepair_strings() -> list[str]:
+    per_cp = [f"a{c}a 1{c}1 {c}{c}\n{c} '{c} ,{c}, \n {c}a{c}" for c in map(chr, BYTEPAIR_CPS)]
+    return per_cp + [t for t in STRINGS if 0 < len(t) <= 80]
+
+
+BYTEPAIR_PRES = ["smollm", "gpt-2", "default", "llama-bpe", "qwen2", "falcon", "stablelm2", "dbrx", "starcoder",
+                 "command-r", "megrez", "mpt", "olmo"]
+
+
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[1])
     ap.add_argument("--model", default=model_path())
@@ -421,6 +478,23 @@ def main() -> int:
     path = os.path.join(args.out, "tokenizer_smollm2.json")
     with open(path, "w", encoding="utf-8") as f:
         json.dump(doc, f, ensure_ascii=False, separators=(",", ":"))
+    print("wrote", path, os.path.getsize(path), "bytes")
+
+    # the byte-pair vocabulary under each pre-tokenizer
+    bdoc = {"oracle": doc["oracle"], "pre": {}}
+    strings = bytepair_strings()
+    with tempfile.TemporaryDirectory() as td:
+        for pre in BYTEPAIR_PRES:
+            m = bytepair_metadata(pre)
+            p = os.path.join(td, f"bp_{pre}.gguf")
+            _write_gguf(p, m, bytepair_types(m))
+            ov = Oracle(p)
+            bdoc["pre"][pre] = [ov.tokenize(t, False, False) for t in strings]
+            del ov
+    bdoc["strings"] = strings
+    path = os.path.join(args.out, "tokenizer_bytepairs.json")
+    with open(path, "w", encoding="utf-8") as f:
+        json.dump(bdoc, f, ensure_ascii=False, separators=(",", ":"))
     print("wrote", path, os.path.getsize(path), "bytes")
 
     # the small SPM vocabulary

@@ -7,23 +7,26 @@
  * is float32 (scaled by d*dx, the mins by dmin*dx). Q6_K's offset -32 comes out of the activation
  * group sums: isum - 32*sum_g sc[g]*bsums[g].
  *
- * GEMM: each weight super-block is unpacked once (to the stack: 16 ymm registers do not hold it)
- * per tile of up to KQ_JT activation rows. */
+ * With 16 ymm registers a whole unpacked super-block does not fit, so each ymm of weights is
+ * unpacked right before use and applied to the whole tile of up to KQ_JT activation rows (GEMM
+ * reuse without spilling the unpacked block). */
 #include <immintrin.h>
 
 #include "kquant_common.h"
 
 #define KQ_JT 4
+/* software prefetch distance in weight bytes (see kquant_avx512_impl.h) */
+#define KQ_PF 4096
 #define KQ_INLINE static inline __attribute__((always_inline))
 
+/* per super-block values shared by its 8 ymm of weights */
 typedef struct {
-    __m256i w[8];   /* 256 unsigned weights */
-    __m256i sc[8];  /* int16 scale per word for each ymm of weights */
-    __m256i mdup;   /* Q4_K/Q5_K: the 8 mins, each twice; Q6_K: the 16 scales */
-    float d, dmin;
-} kq_sb;
+    __m256i slo, shi; /* int16 scales: Q4_K/Q5_K: the 8 in both lanes (slo); Q6_K: 0..7, 8..15 */
+    __m256i mdup;     /* Q4_K/Q5_K: the 8 mins, each twice; Q6_K: the 16 scales */
+    __m128 dd;        /* [d, dmin, 0, 0] (Q6_K: dmin = 0) */
+} kq_pre;
 
-/* vpshufb control: word `i` of each 128-bit lane, in every word of the lane */
+/* vpshufb control: word `lo` of the low lane and word `hi` of the high lane, in every word */
 static inline __m256i word_splat(int lo, int hi) {
     return _mm256_setr_epi8(2 * lo, 2 * lo + 1, 2 * lo, 2 * lo + 1, 2 * lo, 2 * lo + 1, 2 * lo, 2 * lo + 1,
                             2 * lo, 2 * lo + 1, 2 * lo, 2 * lo + 1, 2 * lo, 2 * lo + 1, 2 * lo, 2 * lo + 1,
@@ -31,94 +34,77 @@ static inline __m256i word_splat(int lo, int hi) {
                             2 * hi, 2 * hi + 1, 2 * hi, 2 * hi + 1, 2 * hi, 2 * hi + 1, 2 * hi, 2 * hi + 1);
 }
 
-KQ_INLINE void kq_scales_q45(kq_sb *s, const uint8_t *packed) {
-    uint8_t sc[8], m[8];
-    kq_scale_min(packed, sc, m);
-    uint64_t sc64, m64;
-    memcpy(&sc64, sc, 8);
-    memcpy(&m64, m, 8);
-    const __m128i sc16 = _mm_cvtepu8_epi16(_mm_cvtsi64_si128((long long)sc64));
-    const __m256i both = _mm256_broadcastsi128_si256(sc16);
-    for (int i = 0; i < 8; i++) s->sc[i] = _mm256_shuffle_epi8(both, word_splat(i, i));
-    const __m128i m8 = _mm_cvtsi64_si128((long long)m64);
-    s->mdup = _mm256_cvtepu8_epi16(_mm_unpacklo_epi8(m8, m8));
+static inline __m256i load32(const void *p) { return _mm256_loadu_si256((const __m256i *)p); }
+
+KQ_INLINE void kq_pre_q45(kq_pre *p, const uint16_t *d_dmin, const uint8_t *packed) {
+    const __m128i scm = kq_scale_min_sse(packed);
+    p->slo = _mm256_broadcastsi128_si256(_mm_cvtepu8_epi16(scm));
+    p->shi = p->slo;
+    p->mdup = _mm256_cvtepu8_epi16(
+        _mm_shuffle_epi8(scm, _mm_setr_epi8(8, 8, 9, 9, 10, 10, 11, 11, 12, 12, 13, 13, 14, 14, 15, 15)));
+    p->dd = kq_d_dmin(d_dmin);
 }
 
-KQ_INLINE void kq_unpack_q4_K(kq_sb *s, const kq_block_q4_K *b) {
-    const __m256i lo4 = _mm256_set1_epi8(0x0F);
-    for (int c = 0; c < 4; c++) {
-        const __m256i v = _mm256_loadu_si256((const __m256i *)(b->qs + 32 * c));
-        s->w[2 * c] = _mm256_and_si256(v, lo4);
-        s->w[2 * c + 1] = _mm256_and_si256(_mm256_srli_epi16(v, 4), lo4);
-    }
-    kq_scales_q45(s, b->scales);
-    s->d = _cvtsh_ss(b->d);
-    s->dmin = _cvtsh_ss(b->dmin);
-}
+KQ_INLINE void kq_pre_q4_K(kq_pre *p, const kq_block_q4_K *b) { kq_pre_q45(p, &b->d, b->scales); }
+KQ_INLINE void kq_pre_q5_K(kq_pre *p, const kq_block_q5_K *b) { kq_pre_q45(p, &b->d, b->scales); }
 
-KQ_INLINE void kq_unpack_q5_K(kq_sb *s, const kq_block_q5_K *b) {
-    const __m256i lo4 = _mm256_set1_epi8(0x0F), b10 = _mm256_set1_epi8(0x10);
-    const __m256i qh = _mm256_loadu_si256((const __m256i *)b->qh);
-    /* bit s of each qh byte moved to bit 4 (shifts under 8 keep it inside its byte) */
-    const __m256i hb[8] = {_mm256_slli_epi16(qh, 4), _mm256_slli_epi16(qh, 3), _mm256_slli_epi16(qh, 2),
-                           _mm256_slli_epi16(qh, 1), qh,                       _mm256_srli_epi16(qh, 1),
-                           _mm256_srli_epi16(qh, 2), _mm256_srli_epi16(qh, 3)};
-    for (int c = 0; c < 4; c++) {
-        const __m256i v = _mm256_loadu_si256((const __m256i *)(b->qs + 32 * c));
-        s->w[2 * c] = _mm256_or_si256(_mm256_and_si256(v, lo4), _mm256_and_si256(hb[2 * c], b10));
-        s->w[2 * c + 1] = _mm256_or_si256(_mm256_and_si256(_mm256_srli_epi16(v, 4), lo4),
-                                          _mm256_and_si256(hb[2 * c + 1], b10));
-    }
-    kq_scales_q45(s, b->scales);
-    s->d = _cvtsh_ss(b->d);
-    s->dmin = _cvtsh_ss(b->dmin);
-}
-
-KQ_INLINE void kq_unpack_q6_K(kq_sb *s, const kq_block_q6_K *b) {
-    const __m256i lo4 = _mm256_set1_epi8(0x0F), b30 = _mm256_set1_epi8(0x30);
-    for (int h = 0; h < 2; h++) {
-        const __m256i ql0 = _mm256_loadu_si256((const __m256i *)(b->ql + 64 * h));
-        const __m256i ql1 = _mm256_loadu_si256((const __m256i *)(b->ql + 64 * h + 32));
-        const __m256i qh = _mm256_loadu_si256((const __m256i *)(b->qh + 32 * h));
-        __m256i *w = s->w + 4 * h;
-        w[0] = _mm256_or_si256(_mm256_and_si256(ql0, lo4), _mm256_and_si256(_mm256_slli_epi16(qh, 4), b30));
-        w[1] = _mm256_or_si256(_mm256_and_si256(ql1, lo4), _mm256_and_si256(_mm256_slli_epi16(qh, 2), b30));
-        w[2] = _mm256_or_si256(_mm256_and_si256(_mm256_srli_epi16(ql0, 4), lo4), _mm256_and_si256(qh, b30));
-        w[3] = _mm256_or_si256(_mm256_and_si256(_mm256_srli_epi16(ql1, 4), lo4),
-                               _mm256_and_si256(_mm256_srli_epi16(qh, 2), b30));
-    }
-    /* ymm i holds groups 2i (low lane) and 2i+1 (high lane) */
+KQ_INLINE void kq_pre_q6_K(kq_pre *p, const kq_block_q6_K *b) {
     const __m256i sc16 = _mm256_cvtepi8_epi16(_mm_loadu_si128((const __m128i *)b->scales));
-    const __m256i lo = _mm256_permute2x128_si256(sc16, sc16, 0x00); /* scales 0..7 in both lanes */
-    const __m256i hi = _mm256_permute2x128_si256(sc16, sc16, 0x11); /* scales 8..15 */
-    for (int i = 0; i < 8; i++) s->sc[i] = _mm256_shuffle_epi8(i < 4 ? lo : hi, word_splat((2 * i) & 7, (2 * i + 1) & 7));
-    s->mdup = sc16;
-    s->d = _cvtsh_ss(b->d);
-    s->dmin = 0.0f;
+    p->slo = _mm256_permute2x128_si256(sc16, sc16, 0x00);
+    p->shi = _mm256_permute2x128_si256(sc16, sc16, 0x11);
+    p->mdup = sc16;
+    p->dd = _mm_cvtph_ps(_mm_cvtsi32_si128(b->d));
 }
 
-KQ_INLINE __m256i kq_isum(const kq_sb *s, const kq_act *a) {
-    __m256i acc = _mm256_setzero_si256();
-    for (int i = 0; i < 8; i++) {
-        const __m256i x = _mm256_loadu_si256((const __m256i *)(a->qs + 32 * i));
-        acc = _mm256_add_epi32(acc, _mm256_madd_epi16(_mm256_maddubs_epi16(s->w[i], x), s->sc[i]));
-    }
-    return acc;
+/* ymm i (weights 32i..32i+31) and its scale vector */
+KQ_INLINE __m256i kq_w_q4_K(const kq_block_q4_K *b, int i) {
+    const __m256i v = load32(b->qs + 32 * (i / 2));
+    return _mm256_and_si256(i & 1 ? _mm256_srli_epi16(v, 4) : v, _mm256_set1_epi8(0x0F));
 }
 
-KQ_INLINE void kq_row_q45(const kq_sb *s, const kq_act *a, __m256 *acc, __m256 *accm) {
-    const __m256i is = kq_isum(s, a);
-    const __m256i im = _mm256_madd_epi16(_mm256_loadu_si256((const __m256i *)a->bsums), s->mdup);
-    *acc = _mm256_fmadd_ps(_mm256_cvtepi32_ps(is), _mm256_set1_ps(s->d * a->d), *acc);
-    *accm = _mm256_fmadd_ps(_mm256_cvtepi32_ps(im), _mm256_set1_ps(s->dmin * a->d), *accm);
+KQ_INLINE __m256i kq_w_q5_K(const kq_block_q5_K *b, int i) {
+    const __m256i v = load32(b->qs + 32 * (i / 2)), qh = load32(b->qh);
+    const __m256i nib = _mm256_and_si256(i & 1 ? _mm256_srli_epi16(v, 4) : v, _mm256_set1_epi8(0x0F));
+    /* bit i of each qh byte to bit 4 (shifts under 8 keep it inside its byte) */
+    const __m256i hb = i < 4 ? _mm256_slli_epi16(qh, 4 - i) : (i == 4 ? qh : _mm256_srli_epi16(qh, i - 4));
+    return _mm256_or_si256(nib, _mm256_and_si256(hb, _mm256_set1_epi8(0x10)));
 }
 
-KQ_INLINE void kq_row_q6(const kq_sb *s, const kq_act *a, __m256 *acc, __m256 *accm) {
-    (void)accm;
-    const __m256i is = kq_isum(s, a);
-    const __m256i im = _mm256_madd_epi16(_mm256_loadu_si256((const __m256i *)a->bsums), s->mdup);
+KQ_INLINE __m256i kq_w_q6_K(const kq_block_q6_K *b, int i) {
+    const int h = i / 4, t = i % 4;
+    const __m256i ql = load32(b->ql + 64 * h + 32 * (t & 1)), qh = load32(b->qh + 32 * h);
+    const __m256i nib = _mm256_and_si256(t & 2 ? _mm256_srli_epi16(ql, 4) : ql, _mm256_set1_epi8(0x0F));
+    const __m256i hb = t == 0 ? _mm256_slli_epi16(qh, 4)
+                     : t == 1 ? _mm256_slli_epi16(qh, 2)
+                     : t == 2 ? qh
+                              : _mm256_srli_epi16(qh, 2);
+    return _mm256_or_si256(nib, _mm256_and_si256(hb, _mm256_set1_epi8(0x30)));
+}
+
+KQ_INLINE __m256i kq_sc_q4_K(const kq_pre *p, int i) { return _mm256_shuffle_epi8(p->slo, word_splat(i, i)); }
+#define kq_sc_q5_K kq_sc_q4_K
+/* ymm i holds groups 2i (low lane) and 2i+1 (high lane) */
+KQ_INLINE __m256i kq_sc_q6_K(const kq_pre *p, int i) {
+    return _mm256_shuffle_epi8(i < 4 ? p->slo : p->shi, word_splat((2 * i) & 7, (2 * i + 1) & 7));
+}
+
+/* Q4_K/Q5_K: acc += dx*d*isum - dx*dmin*sum_s m[s]*bsum(s) (one accumulator: registers are
+ * scarce with 16 ymm) */
+KQ_INLINE void kq_fin_q45(const kq_pre *p, const kq_act *a, __m256i is, __m256 *acc) {
+    const __m128 f = _mm_mul_ps(p->dd, _mm_set1_ps(a->d)); /* [d*dx, dmin*dx] */
+    const __m256i im = _mm256_madd_epi16(load32(a->bsums), p->mdup);
+    *acc = _mm256_fmadd_ps(_mm256_cvtepi32_ps(is), _mm256_broadcastss_ps(f), *acc);
+    *acc = _mm256_fnmadd_ps(_mm256_cvtepi32_ps(im), _mm256_broadcastss_ps(_mm_movehdup_ps(f)), *acc);
+}
+#define kq_fin_q4_K kq_fin_q45
+#define kq_fin_q5_K kq_fin_q45
+
+/* Q6_K: acc += dx*d*(isum - 32*sum_g sc[g]*bsum[g]) */
+KQ_INLINE void kq_fin_q6_K(const kq_pre *p, const kq_act *a, __m256i is, __m256 *acc) {
+    const __m128 f = _mm_mul_ps(p->dd, _mm_set1_ps(a->d));
+    const __m256i im = _mm256_madd_epi16(load32(a->bsums), p->mdup);
     const __m256i t = _mm256_sub_epi32(is, _mm256_slli_epi32(im, 5));
-    *acc = _mm256_fmadd_ps(_mm256_cvtepi32_ps(t), _mm256_set1_ps(s->d * a->d), *acc);
+    *acc = _mm256_fmadd_ps(_mm256_cvtepi32_ps(t), _mm256_broadcastss_ps(f), *acc);
 }
 
 static inline float hsum8(__m256 v) {
@@ -128,17 +114,31 @@ static inline float hsum8(__m256 v) {
     return _mm_cvtss_f32(s);
 }
 
-#define KQ_ROWS(FMT, BLOCK, UNPACK, ROW)                                                          \
+#define KQ_ROWS(FMT, BLOCK)                                                                       \
     KQ_INLINE void kq_rows_##FMT(const BLOCK *w, int64_t nb, const uint8_t *xq, size_t xs, int JT, \
                                  float *out) {                                                    \
-        __m256 acc[KQ_JT], accm[KQ_JT];                                                           \
-        for (int j = 0; j < JT; j++) acc[j] = accm[j] = _mm256_setzero_ps();                      \
+        __m256 acc[KQ_JT];                                                                        \
+        for (int j = 0; j < JT; j++) acc[j] = _mm256_setzero_ps();                                \
         for (int64_t b = 0; b < nb; b++) {                                                        \
-            kq_sb s;                                                                              \
-            UNPACK(&s, w + b);                                                                    \
-            for (int j = 0; j < JT; j++) ROW(&s, (const kq_act *)(xq + j * xs) + b, &acc[j], &accm[j]); \
+            const char *pf = (const char *)(w + b) + KQ_PF;                                       \
+            for (size_t o = 0; o < sizeof(BLOCK); o += 64) _mm_prefetch(pf + o, _MM_HINT_T1);      \
+            kq_pre p;                                                                             \
+            kq_pre_##FMT(&p, w + b);                                                              \
+            __m256i is[KQ_JT];                                                                    \
+            for (int j = 0; j < JT; j++) is[j] = _mm256_setzero_si256();                          \
+            /* unrolled: i selects shifts and masks at compile time */                           \
+            _Pragma("GCC unroll 8") for (int i = 0; i < 8; i++) {                                 \
+                const __m256i wv = kq_w_##FMT(w + b, i), sv = kq_sc_##FMT(&p, i);                \
+                for (int j = 0; j < JT; j++) {                                                    \
+                    const kq_act *a = (const kq_act *)(xq + j * xs) + b;                          \
+                    const __m256i pr = _mm256_maddubs_epi16(wv, load32(a->qs + 32 * i));          \
+                    is[j] = _mm256_add_epi32(is[j], _mm256_madd_epi16(pr, sv));                   \
+                }                                                                                 \
+            }                                                                                     \
+            for (int j = 0; j < JT; j++)                                                          \
+                kq_fin_##FMT(&p, (const kq_act *)(xq + j * xs) + b, is[j], &acc[j]);              \
         }                                                                                         \
-        for (int j = 0; j < JT; j++) out[j] = hsum8(acc[j]) - hsum8(accm[j]);                     \
+        for (int j = 0; j < JT; j++) out[j] = hsum8(acc[j]);                                      \
     }                                                                                             \
     static void gemm_##FMT##_q8_K_avx2(const fc_gemm_args *a, int64_t r0, int64_t r1) {           \
         const int64_t nb = a->k / KQ_QK;                                                          \
@@ -160,12 +160,14 @@ static inline float hsum8(__m256 v) {
         }                                                                                         \
     }
 
-KQ_ROWS(q4_K, kq_block_q4_K, kq_unpack_q4_K, kq_row_q45)
-KQ_ROWS(q5_K, kq_block_q5_K, kq_unpack_q5_K, kq_row_q45)
-KQ_ROWS(q6_K, kq_block_q6_K, kq_unpack_q6_K, kq_row_q6)
+KQ_ROWS(q4_K, kq_block_q4_K)
+KQ_ROWS(q5_K, kq_block_q5_K)
+KQ_ROWS(q6_K, kq_block_q6_K)
 
-/* Dequantizers and the activation quantizer come from the level below (the entry is copied). */
+/* Dequantizers come from the level below (the entry is copied); the activation quantizer is
+ * kquant_common.h's AVX2 one (the AVX-512 levels inherit it). */
 FC_REG(kquant_avx2) {
+    t->q[FC_Q4_K].quantize = t->q[FC_Q5_K].quantize = t->q[FC_Q6_K].quantize = kq_quantize_act_avx2;
     t->q[FC_Q4_K].gemm = gemm_q4_K_q8_K_avx2;
     t->q[FC_Q5_K].gemm = gemm_q5_K_q8_K_avx2;
     t->q[FC_Q6_K].gemm = gemm_q6_K_q8_K_avx2;

@@ -8,7 +8,7 @@
  *              y += dx * d * isum
  * int32 is ample: |isum| <= 256 * 63 * 127 * 128 < 2^29.
  * Also here: dequantizers (bit-exact with ggml / the gguf package: (d*sc)*q - dmin*m in float32)
- * and the weight quantizers behind fc_quantize (Q4_K, Q6_K). */
+ * and the weight quantizers behind fc_quantize (Q4_K, Q5_K, Q6_K). */
 #include <math.h>
 
 #include "kquant_common.h"
@@ -145,10 +145,11 @@ KQ_GEMM_REF(gemm_q6_K_q8_K_ref, kq_block_q6_K, dot_q6_K)
  *   Q4_K, sub-block s of 32 with lo = min(0, min x), hi = max x:
  *     m[s] = ceil(-lo / dmin) so the offset dmin*m[s] >= -lo; step ds = d*sc[s] >= (hi + dmin*m[s])/15;
  *     |x - w| <= ds/2 < (hi - lo)/30 + dmin/30 + d/2, with dmin ~ amax/63, d ~ 2*amax/945.
+ *   Q5_K: the same with 31 steps: |x - w| < (hi - lo)/62 + dmin/62 + d/2, d ~ 2*amax/1953.
  *   Q6_K, group g of 16 with a = max |x|: step ds = d*sc[g] >= a/31, q - 32 in [-31, 31];
  *     |x - w| <= ds/2 < a/62 + d/2, with d ~ amax/(31*127).
  * (amax: the super-block's largest |x|; "~": rounding fp16 up adds at most a relative 2^-10 and
- * the smallest subnormal step 2^-24; tests/test_quantize.py checks these bounds.) */
+ * the smallest subnormal step 2^-24; tests/test_kquant_quantize.py checks these bounds.) */
 
 /* Smallest fp16 >= v (v >= 0, finite). */
 static uint16_t fp16_up(float v) {
@@ -165,52 +166,76 @@ static int ceil_ratio(float num, float den, int hi) {
     return q > hi ? hi : q;
 }
 
+/* One Q4_K/Q5_K super-block: fills d, dmin and the packed scales at d16 (the shared block head),
+ * and q[256] in [0, qmax] (15 or 31). */
+static void choose_q45(const float *x, int qmax, uint16_t *d16_out, uint16_t *dmin16_out, uint8_t scales[12],
+                       uint8_t q[KQ_QK]) {
+    float lo[8], hi[8], maxmin = 0.0f;
+    for (int s = 0; s < 8; s++) {
+        float l = 0.0f, h = -INFINITY;
+        for (int t = 0; t < 32; t++) {
+            const float v = x[32 * s + t];
+            l = v < l ? v : l;
+            h = v > h ? v : h;
+        }
+        lo[s] = l;
+        hi[s] = h;
+        maxmin = -l > maxmin ? -l : maxmin;
+    }
+    const uint16_t dmin16 = fp16_up(maxmin / 63.0f);
+    const float dmin = fc_fp16_to_fp32(dmin16);
+    uint8_t m[8], sc[8];
+    float step[8], off[8], maxstep = 0.0f;
+    for (int s = 0; s < 8; s++) {
+        m[s] = (uint8_t)ceil_ratio(-lo[s], dmin, 63);
+        off[s] = dmin * (float)m[s];
+        step[s] = (hi[s] + off[s]) / (float)qmax;
+        if (step[s] < 0.0f) step[s] = 0.0f;
+        maxstep = step[s] > maxstep ? step[s] : maxstep;
+    }
+    const uint16_t d16 = fp16_up(maxstep / 63.0f);
+    const float d = fc_fp16_to_fp32(d16);
+    for (int s = 0; s < 8; s++) sc[s] = (uint8_t)ceil_ratio(step[s], d, 63);
+    *d16_out = d16;
+    *dmin16_out = dmin16;
+    /* pack: inverse of kq_scale_min */
+    for (int s = 0; s < 4; s++) {
+        scales[s] = (uint8_t)((sc[s] & 63) | ((sc[s + 4] >> 4) << 6));
+        scales[s + 4] = (uint8_t)((m[s] & 63) | ((m[s + 4] >> 4) << 6));
+        scales[s + 8] = (uint8_t)((sc[s + 4] & 15) | ((m[s + 4] & 15) << 4));
+    }
+    for (int s = 0; s < 8; s++) {
+        const float ds = d * (float)sc[s], dm = dmin * (float)m[s];
+        const float ids = ds > 0.0f ? 1.0f / ds : 0.0f;
+        for (int t = 0; t < 32; t++) {
+            const int v = (int)nearbyintf((x[32 * s + t] + dm) * ids);
+            q[32 * s + t] = (uint8_t)(v < 0 ? 0 : (v > qmax ? qmax : v));
+        }
+    }
+}
+
 static void quantize_q4_K(const float *x, void *dst, int64_t n) {
     kq_block_q4_K *b = dst;
     for (int64_t i = 0; i < n / KQ_QK; i++, b++, x += KQ_QK) {
-        float lo[8], hi[8], maxmin = 0.0f;
-        for (int s = 0; s < 8; s++) {
-            float l = 0.0f, h = -INFINITY;
-            for (int t = 0; t < 32; t++) {
-                const float v = x[32 * s + t];
-                l = v < l ? v : l;
-                h = v > h ? v : h;
-            }
-            lo[s] = l;
-            hi[s] = h;
-            maxmin = -l > maxmin ? -l : maxmin;
-        }
-        const uint16_t dmin16 = fp16_up(maxmin / 63.0f);
-        const float dmin = fc_fp16_to_fp32(dmin16);
-        uint8_t m[8], sc[8];
-        float step[8], off[8], maxstep = 0.0f;
-        for (int s = 0; s < 8; s++) {
-            m[s] = (uint8_t)ceil_ratio(-lo[s], dmin, 63);
-            off[s] = dmin * (float)m[s];
-            step[s] = (hi[s] + off[s]) / 15.0f;
-            if (step[s] < 0.0f) step[s] = 0.0f;
-            maxstep = step[s] > maxstep ? step[s] : maxstep;
-        }
-        const uint16_t d16 = fp16_up(maxstep / 63.0f);
-        const float d = fc_fp16_to_fp32(d16);
-        for (int s = 0; s < 8; s++) sc[s] = (uint8_t)ceil_ratio(step[s], d, 63);
-        b->d = d16;
-        b->dmin = dmin16;
-        /* pack: inverse of kq_scale_min */
-        for (int s = 0; s < 4; s++) {
-            b->scales[s] = (uint8_t)((sc[s] & 63) | ((sc[s + 4] >> 4) << 6));
-            b->scales[s + 4] = (uint8_t)((m[s] & 63) | ((m[s + 4] >> 4) << 6));
-            b->scales[s + 8] = (uint8_t)((sc[s + 4] & 15) | ((m[s + 4] & 15) << 4));
-        }
-        memset(b->qs, 0, sizeof b->qs);
-        for (int s = 0; s < 8; s++) {
-            const float ds = d * (float)sc[s], dm = dmin * (float)m[s];
-            const float ids = ds > 0.0f ? 1.0f / ds : 0.0f;
-            for (int t = 0; t < 32; t++) {
-                int q = (int)nearbyintf((x[32 * s + t] + dm) * ids);
-                q = q < 0 ? 0 : (q > 15 ? 15 : q);
-                b->qs[32 * (s / 2) + t] |= (uint8_t)(q << (4 * (s & 1)));
-            }
+        uint8_t q[KQ_QK];
+        choose_q45(x, 15, &b->d, &b->dmin, b->scales, q);
+        for (int j = 0; j < 4; j++)
+            for (int l = 0; l < 32; l++) b->qs[32 * j + l] = (uint8_t)(q[64 * j + l] | (q[64 * j + 32 + l] << 4));
+    }
+}
+
+static void quantize_q5_K(const float *x, void *dst, int64_t n) {
+    kq_block_q5_K *b = dst;
+    for (int64_t i = 0; i < n / KQ_QK; i++, b++, x += KQ_QK) {
+        uint8_t q[KQ_QK];
+        choose_q45(x, 31, &b->d, &b->dmin, b->scales, q);
+        for (int j = 0; j < 4; j++)
+            for (int l = 0; l < 32; l++)
+                b->qs[32 * j + l] = (uint8_t)((q[64 * j + l] & 15) | ((q[64 * j + 32 + l] & 15) << 4));
+        for (int l = 0; l < 32; l++) {
+            uint8_t h = 0;
+            for (int s = 0; s < 8; s++) h |= (uint8_t)((q[32 * s + l] >> 4) << s);
+            b->qh[l] = h;
         }
     }
 }
@@ -255,6 +280,7 @@ static void quantize_q6_K(const float *x, void *dst, int64_t n) {
 FC_API int fc_quantize(int qtype, const float *src, void *dst, int64_t n) {
     switch (qtype) {
     case FC_Q4_K: quantize_q4_K(src, dst, n); return 0;
+    case FC_Q5_K: quantize_q5_K(src, dst, n); return 0;
     case FC_Q6_K: quantize_q6_K(src, dst, n); return 0;
     default: return -1;
     }

@@ -326,13 +326,21 @@ static void stage_task(void *ctx, int ith, int nth) {
     if (r0 < r1) rows_stage(j, r0, r1, ith);
 }
 
+/* Below this many multiply-adds a stage costs less than waking the pool. */
+#define STAGE_MIN_PARALLEL_MACS 65536
+
 static void run_stage(block_job *j, int stage) {
     j->stage = stage;
+    const fc_llama_config *c = &j->m->c;
     const int n = stage_items(j);
-    int nth = j->m->c.threads;
+    int nth = c->threads;
     if (nth > n) nth = n;
-    /* attention of a decoded token has a head per thread to share; row-wise steps of one row don't */
-    if (nth <= 1 || (stage != STAGE_ATTN && j->nb == 1)) rows_stage(j, 0, n, 0);
+    int64_t macs;
+    if (stage == STAGE_ATTN) /* q.k and p.v over the positions each row sees */
+        macs = 2 * (int64_t)c->n_heads * c->head_dim * j->nb * (j->pos0 + (j->nb + 1) / 2);
+    else
+        macs = (int64_t)j->nb * (stage == STAGE_SILU ? c->hidden : c->dim + 2 * j->m->q_dim);
+    if (nth <= 1 || macs < STAGE_MIN_PARALLEL_MACS) rows_stage(j, 0, n, 0);
     else if (stage == STAGE_ATTN && n >= nth * ATTN_CHUNKS_PER_THREAD)
         /* causal rows grow with their position: many chunks, claimed as threads come free,
          * keep the threads even where two static halves would give one of them 3/4 of it */

@@ -137,7 +137,7 @@ FC_API size_t fc_gemm_w_work_bytes(const fc_weight *w, int64_t n);
 FC_API void fc_dequantize(int qtype, const void *src, float *dst, int64_t n);
 
 /* Quantize `n` float32 values (a whole number of blocks) into GGUF blocks of `qtype` at `dst`
- * (fc_row_bytes(qtype, n) bytes). Formats: Q4_K, Q6_K. Returns 0, or -1 when qtype has no
+ * (fc_row_bytes(qtype, n) bytes). Formats: Q4_K, Q5_K, Q6_K. Returns 0, or -1 when qtype has no
  * quantizer. Values must be finite. */
 FC_API int fc_quantize(int qtype, const float *src, void *dst, int64_t n);
 
