@@ -183,14 +183,18 @@ def compare(name, threads, n_prompt, n_gen, reps, warm=1):
 
 # ---- peak RSS, each engine alone in a fresh process ----
 _RSS_CHILD = r"""
-import json, resource, sys, time
+import json, sys, time
 import numpy as np
 sys.path[:0] = {paths!r}
 from compare_llamacpp import FastCPU, LlamaCpp, prompt_ids
+import fastcpu.llm, fastcpu.tokenizer, llama_cpp
+base = int(open("/proc/self/statm").read().split()[1]) * 4096  # interpreter + libraries, no model
 eng = {{"fastcpu": FastCPU, "llama.cpp": LlamaCpp}}[{engine!r}]({path!r}, {threads}, {ctx})
 p = prompt_ids(eng.n_vocab, {n_prompt})
 eng.trial(p, [np.array([t], np.int32) for t in prompt_ids(eng.n_vocab, {n_gen}, seed=1)])
-print(json.dumps({{"maxrss": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024}}))
+# VmHWM: this process's own peak (ru_maxrss can carry the parent's high-water mark over the fork)
+hwm = [int(l.split()[1]) * 1024 for l in open("/proc/self/status") if l.startswith("VmHWM:")][0]
+print(json.dumps({{"maxrss": hwm, "base": base}}))
 """
 
 
@@ -204,18 +208,24 @@ def peak_rss(name, threads, n_prompt, n_gen):
         r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
         if r.returncode:
             raise RuntimeError(f"{engine} RSS child failed:\n{r.stderr[-2000:]}")
-        out[f"{engine}_peak_rss"] = json.loads(r.stdout.strip().splitlines()[-1])["maxrss"]
+        got = json.loads(r.stdout.strip().splitlines()[-1])
+        out[f"{engine}_peak_rss"] = got["maxrss"]
+        out[f"{engine}_base_rss"] = got["base"]
     from fastcpu.model import read_config
     from fastcpu.gguf import GGUFFile
 
     cfg = read_config(GGUFFile(path))
     out["fastcpu_kv_bytes"] = 2 * cfg.n_layers * ctx * cfg.kv_dim * 4  # float32 K and V
     out["fastcpu_rss_over_file_kv"] = out["fastcpu_peak_rss"] / (out["file_bytes"] + out["fastcpu_kv_bytes"])
+    # the model's own share: peak minus what the process held before loading it (Python, numpy,
+    # both libraries imported)
+    out["fastcpu_model_rss_over_file_kv"] = (out["fastcpu_peak_rss"] - out["fastcpu_base_rss"]) / (
+        out["file_bytes"] + out["fastcpu_kv_bytes"])
     return out
 
 
 def markdown(rows, rss):
-    lines = ["| model | thr | prefill fc | prefill lcpp | ratio | decode fc | decode lcpp | ratio | "
+    lines = [] if not rows else ["| model | thr | prefill fc | prefill lcpp | ratio | decode fc | decode lcpp | ratio | "
              "fc roofline | lcpp roofline | membw GB/s |",
              "|---|---|---|---|---|---|---|---|---|---|---|"]
     for r in rows:
@@ -224,11 +234,13 @@ def markdown(rows, rss):
                      f"**{r['decode_ratio']:.2f}** | {r['fc_roofline_pct']:.0f}% | {r['lcpp_roofline_pct']:.0f}% | "
                      f"{r['membw_gbps']:.1f} |")
     if rss:
-        lines += ["", "| model | file MiB | fastcpu peak RSS MiB | (file + KV) x | llama.cpp peak RSS MiB |",
-                  "|---|---|---|---|---|"]
+        lines += ["", "| model | file MiB | fastcpu KV MiB | fastcpu peak RSS MiB (x file+KV) | same less the "
+                  "interpreter (x file+KV) | llama.cpp peak RSS MiB |", "|---|---|---|---|---|---|"]
         for r in rss:
-            lines.append(f"| {r['model']} | {r['file_bytes'] / 2**20:.0f} | {r['fastcpu_peak_rss'] / 2**20:.0f} | "
-                         f"{r['fastcpu_rss_over_file_kv']:.2f} | {r['llama.cpp_peak_rss'] / 2**20:.0f} |")
+            lines.append(f"| {r['model']} | {r['file_bytes'] / 2**20:.0f} | {r['fastcpu_kv_bytes'] / 2**20:.0f} | "
+                         f"{r['fastcpu_peak_rss'] / 2**20:.0f} ({r['fastcpu_rss_over_file_kv']:.2f}) | "
+                         f"{(r['fastcpu_peak_rss'] - r['fastcpu_base_rss']) / 2**20:.0f} "
+                         f"({r['fastcpu_model_rss_over_file_kv']:.2f}) | {r['llama.cpp_peak_rss'] / 2**20:.0f} |")
     return "\n".join(lines)
 
 
@@ -240,6 +252,7 @@ def main(argv=None) -> int:
     p.add_argument("--gen", type=int, default=64, help="decoded tokens per trial")
     p.add_argument("--reps", type=int, default=5, help="trials per engine (interleaved)")
     p.add_argument("--rss", action="store_true", help="also peak RSS per engine (fresh processes)")
+    p.add_argument("--rss-only", action="store_true", help="only the peak RSS measurement")
     p.add_argument("--json", action="store_true", help="JSON only")
     args = p.parse_args(argv)
     try:
@@ -250,6 +263,9 @@ def main(argv=None) -> int:
         return 0
     rows, rss = [], []
     for name in args.model or DEFAULT_MODELS:
+        if args.rss_only:
+            rss.append(peak_rss(name, args.threads, args.prompt, args.gen))
+            continue
         r = compare(name, args.threads, args.prompt, args.gen, args.reps)
         rows.append(r)
         if not args.json:

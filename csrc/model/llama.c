@@ -105,6 +105,15 @@ static int prepare_group(fc_llama *m, fc_weight *ws[], const fc_llama_tensor *t,
     *cat = NULL;
     *fused = 0;
     if (same) {
+        /* read in place as one matrix of segments where the kernel takes GGUF rows as stored */
+        const void *segs[3];
+        for (int i = 0; i < n; i++) segs[i] = t[i].data;
+        const int rc = fc_weight_prepare_segments(ws[0], t[0].qtype, segs, rows, n, cols);
+        if (rc == 0) {
+            *fused = 1;
+            return 0;
+        }
+        if (rc != -3) return -1;
         size_t rb = fc_row_bytes(t[0].qtype, cols);
         int64_t total = 0;
         for (int i = 0; i < n; i++) total += rows[i];
