@@ -51,6 +51,7 @@ cdef extern from "model/llama.h" nogil:
     size_t fc_llama_weight_bytes(const fc_llama *m)
     size_t fc_llama_alloc_bytes(const fc_llama *m)
     void fc_llama_set_threads(fc_llama *m, int threads)
+    int fc_llama_threads(const fc_llama *m)
 
 MAX_THREADS = 256
 
@@ -72,7 +73,7 @@ cdef class Engine:
     w_gate, w_up, w_down. output=None means tied embeddings."""
     cdef fc_llama *m
     cdef list keep
-    cdef readonly int n_vocab, n_ctx, dim, n_layers, max_batch, threads
+    cdef readonly int n_vocab, n_ctx, dim, n_layers, max_batch
     cdef readonly int n_past  # positions 0..n_past-1 of the cache hold keys/values
     cdef bint busy
     cdef readonly size_t weight_bytes, alloc_bytes
@@ -167,7 +168,6 @@ cdef class Engine:
         self.dim = c.dim
         self.n_layers = c.n_layers
         self.max_batch = c.max_batch
-        self.threads = c.threads if c.threads > 0 else fc_default_threads()
         self.weight_bytes = fc_llama_weight_bytes(self.m)
         self.alloc_bytes = fc_llama_alloc_bytes(self.m)
 
@@ -213,9 +213,16 @@ cdef class Engine:
             fc_llama_free(self.m)
             self.m = NULL
 
+    @property
+    def threads(self):
+        return fc_llama_threads(self.m)
+
     def set_threads(self, int threads):
+        """Threads per step (0: default), at most the count the engine was built with."""
         if threads < 0 or threads > MAX_THREADS:
             raise EngineError(f"threads must be between 1 and {MAX_THREADS}, got {threads}")
+        if self.busy:
+            raise RuntimeError("this model is running a step in another thread")
         fc_llama_set_threads(self.m, threads)
 
     def reset(self):

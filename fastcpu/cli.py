@@ -139,7 +139,7 @@ def _cmd_perplexity(args) -> int:
     with open(args.file, encoding="utf-8") as fh:
         text = fh.read()
     llm = _load_llm(args, ctx=args.ctx)
-    r = llm.perplexity(text, ctx=args.ctx, details=True)
+    r = llm.perplexity(text, ctx=args.ctx, details=True, chunks=args.chunks)
     r["model"] = llm.model_path
     if args.json:
         print(json.dumps(r))
@@ -251,6 +251,7 @@ def add_runner_commands(sub) -> None:
     common(s)
     s.set_defaults(ctx=512)
     s.add_argument("-f", "--file", required=True)
+    s.add_argument("--chunks", type=int, default=None, help="score only the first N chunks")
     s.add_argument("--json", action="store_true")
     s.set_defaults(fn=_cmd_perplexity)
 

@@ -266,16 +266,21 @@ class LLM:
             self._cached = list(ids)
             return out
 
-    def perplexity(self, text: str, ctx: int = 512, details: bool = False):
+    def perplexity(self, text: str, ctx: int = 512, details: bool = False, chunks: int | None = None):
         """Perplexity of `text` as llama.cpp's perplexity tool measures it: the tokens in chunks of
         `ctx` (each starting with BOS when the vocabulary adds one), scored on the second half of
-        each chunk."""
+        each chunk. chunks: score only the first this many chunks (None: all)."""
+        if chunks is not None and (isinstance(chunks, bool) or not isinstance(chunks, (int, np.integer))
+                                   or chunks < 1):
+            raise ValueError(f"chunks must be a positive int or None, got {chunks!r}")
         if isinstance(ctx, bool) or not isinstance(ctx, (int, np.integer)) or ctx < 4:
             raise ValueError(f"ctx must be an int >= 4, got {ctx!r}")
         if ctx > self.n_ctx:
             raise ValueError(f"ctx {ctx} exceeds the model context {self.n_ctx} this LLM was built with")
         ids = self.tokenize(text, add_special=True)
         n_chunks = len(ids) // ctx
+        if chunks is not None:
+            n_chunks = min(n_chunks, int(chunks))
         if n_chunks == 0:
             raise ValueError(f"text too short: {len(ids)} tokens, perplexity needs at least ctx={ctx}")
         bos = self.tokenizer.bos_id if self.tokenizer.add_bos else None

@@ -41,8 +41,9 @@ def make_weights(rng, cfg: dict) -> dict:
 
 
 def write_gguf(path, arch: str, cfg: dict, W: dict, matrix_dtype=np.float32, extra_meta=None,
-               skip=()) -> None:
-    """Writes W as a GGUF file of architecture `arch`; 2-D tensors in matrix_dtype (float32/float16)."""
+               skip=(), dtypes=None) -> None:
+    """Writes W as a GGUF file of architecture `arch`; 2-D tensors in matrix_dtype (float32/float16)
+    unless `dtypes` names another for a tensor."""
     w = GGUFWriter(str(path), arch)
     p = arch + "."
     w.add_uint32(p + "block_count", cfg["n_layers"])
@@ -68,7 +69,7 @@ def write_gguf(path, arch: str, cfg: dict, W: dict, matrix_dtype=np.float32, ext
         if name in skip:
             continue
         if a.ndim == 2:
-            a = a.astype(matrix_dtype)
+            a = a.astype((dtypes or {}).get(name, matrix_dtype))
         w.add_tensor(name, np.ascontiguousarray(a))
     w.write_header_to_file()
     w.write_kv_data_to_file()
@@ -76,9 +77,10 @@ def write_gguf(path, arch: str, cfg: dict, W: dict, matrix_dtype=np.float32, ext
     w.close()
 
 
-def stored(W: dict, matrix_dtype) -> dict:
+def stored(W: dict, matrix_dtype, dtypes=None) -> dict:
     """The float64 values a runner sees after the file's rounding."""
-    return {k: (v.astype(matrix_dtype) if v.ndim == 2 else v).astype(np.float64) for k, v in W.items()}
+    dt = dtypes or {}
+    return {k: (v.astype(dt.get(k, matrix_dtype)) if v.ndim == 2 else v).astype(np.float64) for k, v in W.items()}
 
 
 def inv_freq(cfg: dict) -> np.ndarray:

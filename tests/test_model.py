@@ -11,6 +11,7 @@ pytest.importorskip("gguf")
 
 import model_ref  # noqa: E402
 import tolerances as tol  # noqa: E402
+from fastcpu import kernels  # noqa: E402
 from fastcpu.gguf import ModelFormatError  # noqa: E402
 from fastcpu.model import Model, ModelConfig, rope_inv_freq  # noqa: E402
 
@@ -24,7 +25,11 @@ CASES = {
     "qwen2_f32": ("qwen2", dict(bias=True, tied=False, n_kv_heads=1), np.float32),
     "llama_partial_rope": ("llama", dict(rope_dim=8, head_dim=32, n_heads=2, n_kv_heads=1), np.float32),
     "mistral_linear_rope": ("mistral", dict(rope_linear_factor=4.0, rope_base=500000.0), np.float32),
+    # formats that differ inside the Q/K/V and gate/up groups (as in Q4_K_M files): no fusing
+    "llama_mixed_formats": ("llama", dict(mixed=True), np.float32),
 }
+
+MIXED = {f"blk.{i}.{n}.weight": np.float16 for i in range(2) for n in ("attn_v", "ffn_up")}
 
 
 def _build(tmp_path, name, **model_kw):
@@ -36,8 +41,9 @@ def _build(tmp_path, name, **model_kw):
     if "rope_linear_factor" in cfg:
         meta = {f"{arch}.rope.scaling.type": "linear", f"{arch}.rope.scaling.factor": cfg["rope_linear_factor"]}
     path = tmp_path / f"{name}.gguf"
-    model_ref.write_gguf(path, arch, cfg, W, dt, meta)
-    return Model(path, **model_kw), model_ref.stored(W, dt), cfg, arch == "qwen2"
+    dtypes = MIXED if cfg.get("mixed") else None
+    model_ref.write_gguf(path, arch, cfg, W, dt, meta, dtypes=dtypes)
+    return Model(path, **model_kw), model_ref.stored(W, dt, dtypes), cfg, arch == "qwen2"
 
 
 def _close(got, want, rtol=tol.MODEL_FLOAT_RTOL):
@@ -53,7 +59,7 @@ def test_forward_matches_reference(tmp_path, isa, name):
     toks = rng.integers(0, cfg["vocab"], 23)
     want = model_ref.forward(W, cfg, toks, neox)
     # AMX runs F16 matmuls of several rows on bf16 tiles
-    bf16 = CASES[name][2] == np.float16 and isa in ("amx", "amx_sim")
+    bf16 = (CASES[name][2] == np.float16 or "mixed" in name) and isa in ("amx", "amx_sim")
     rtol = tol.MODEL_BF16_RTOL if bf16 else tol.MODEL_FLOAT_RTOL
     _close(m.forward(toks, 0, "all"), want, rtol)
     # last-row logits of the same pass
@@ -164,3 +170,21 @@ def test_llama3_rope_scaling():
             s = (8192 / w - 1) / (4 - 1)
             assert f == pytest.approx((1 - s) * b / 8 + s * b, rel=1e-6)
     assert (got < base * 0.99).any() and (np.abs(got - base) < 1e-12).any()
+
+
+def test_parallel_stages(tmp_path):
+    """Blocks big enough that the row-wise steps and causal attention run across the pool."""
+    cfg = dict(BASE, dim=256, head_dim=64, hidden=512, n_heads=4, n_kv_heads=2, ctx_train=256)
+    W = model_ref.make_weights(np.random.default_rng(5), cfg)
+    path = tmp_path / "wide.gguf"
+    model_ref.write_gguf(path, "llama", cfg, W)
+    W = model_ref.stored(W, np.float32)
+    toks = np.random.default_rng(6).integers(0, cfg["vocab"], 200)
+    want = model_ref.forward(W, cfg, toks, False)
+    for threads in (1, 2, 3, None):
+        m = Model(path, ctx=256, max_batch=128, threads=threads)
+        assert m.engine.threads == (threads or kernels.default_threads())
+        _close(m.forward(toks, 0, "all"), want)
+    m.engine.set_threads(1)
+    assert m.engine.threads == 1
+    _close(m.forward(toks, 0, "all"), want)

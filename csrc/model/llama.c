@@ -176,6 +176,7 @@ fc_llama *fc_llama_create(const fc_llama_config *cfg, fc_llama_tensor token_embd
     m->q_dim = c->n_heads * c->head_dim;
     m->kv_dim = c->n_kv_heads * c->head_dim;
     m->nth = fc_resolve_threads(c->threads);
+    m->c.threads = m->nth; /* 0 meant the default: the stages need the actual count */
     m->embd = token_embd;
     m->embd_row_bytes = fc_row_bytes(token_embd.qtype, dim);
     m->out_norm = output_norm;
@@ -244,6 +245,8 @@ void fc_llama_set_threads(fc_llama *m, int threads) {
 
 size_t fc_llama_alloc_bytes(const fc_llama *m) { return m->alloc_bytes; }
 
+int fc_llama_threads(const fc_llama *m) { return m->c.threads; }
+
 static size_t weight_bytes(const fc_weight *w) { return w->kernel ? (size_t)w->rows * w->row_bytes : 0; }
 
 size_t fc_llama_weight_bytes(const fc_llama *m) {
@@ -274,7 +277,8 @@ typedef struct {
 
 enum { STAGE_QKV, STAGE_ATTN, STAGE_ADD_NORM, STAGE_SILU };
 
-static void rows_stage(block_job *j, int r0, int r1, int ith) {
+/* Items r0, r0 + step, ... below r1 of the current stage; ith picks the thread's scratch. */
+static void rows_stage(block_job *j, int r0, int r1, int step, int ith) {
     fc_llama *m = j->m;
     const fc_ops *ops = &fc_tab()->ops;
     const fc_llama_config *c = &m->c;
@@ -282,7 +286,7 @@ static void rows_stage(block_job *j, int r0, int r1, int ith) {
     switch (j->stage) {
     case STAGE_QKV: {
         const size_t lbase = (size_t)j->layer * (size_t)c->n_ctx;
-        for (int i = r0; i < r1; i++) {
+        for (int i = r0; i < r1; i += step) {
             const int p = j->pos0 + i;
             float *q = j->q + i * j->q_ld, *k = j->k + i * j->k_ld, *v = j->v + i * j->v_ld;
             if (j->L->bq) ops->add(q, q, j->L->bq, m->q_dim);
@@ -301,7 +305,7 @@ static void rows_stage(block_job *j, int r0, int r1, int ith) {
         const size_t lbase = (size_t)j->layer * (size_t)c->n_ctx * (size_t)m->kv_dim;
         const int group = c->n_heads / c->n_kv_heads;
         float *scores = m->scores + (size_t)ith * (size_t)c->n_ctx;
-        for (int t = r0; t < r1; t++) {
+        for (int t = r0; t < r1; t += step) {
             const int i = t / c->n_heads, h = t % c->n_heads, g = h / group;
             const int p = j->pos0 + i;
             ops->attn_head(m->att + (int64_t)i * m->q_dim + h * hd, j->q + i * j->q_ld + h * hd,
@@ -311,14 +315,14 @@ static void rows_stage(block_job *j, int r0, int r1, int ith) {
         break;
     }
     case STAGE_ADD_NORM:
-        for (int i = r0; i < r1; i++) {
+        for (int i = r0; i < r1; i += step) {
             float *x = m->x + i * dim;
             ops->add(x, x, m->y + i * dim, dim);
             ops->rmsnorm(m->xb + i * dim, x, j->norm, dim, c->rms_eps);
         }
         break;
     case STAGE_SILU:
-        for (int i = r0; i < r1; i++)
+        for (int i = r0; i < r1; i += step)
             ops->silu_mul(m->h + (int64_t)i * c->hidden, j->gate + i * j->g_ld, j->up + i * j->g_ld, c->hidden);
         break;
     }
@@ -331,8 +335,13 @@ static int stage_items(const block_job *j) {
 static void stage_task(void *ctx, int ith, int nth) {
     block_job *j = ctx;
     const int n = stage_items(j);
+    /* causal attention grows with the row: dealing (row, head) pairs round-robin evens it out */
+    if (j->stage == STAGE_ATTN) {
+        rows_stage(j, ith, n, nth, ith);
+        return;
+    }
     const int r0 = (int)((int64_t)n * ith / nth), r1 = (int)((int64_t)n * (ith + 1) / nth);
-    if (r0 < r1) rows_stage(j, r0, r1, ith);
+    if (r0 < r1) rows_stage(j, r0, r1, 1, ith);
 }
 
 /* Below this many multiply-adds a stage costs less than waking the pool. */
@@ -349,7 +358,7 @@ static void run_stage(block_job *j, int stage) {
         macs = 2 * (int64_t)c->n_heads * c->head_dim * j->nb * (j->pos0 + (j->nb + 1) / 2);
     else
         macs = (int64_t)j->nb * (stage == STAGE_SILU ? c->hidden : c->dim + 2 * j->m->q_dim);
-    if (nth <= 1 || macs < STAGE_MIN_PARALLEL_MACS) rows_stage(j, 0, n, 0);
+    if (nth <= 1 || macs < STAGE_MIN_PARALLEL_MACS) rows_stage(j, 0, n, 1, 0);
     else if (stage == STAGE_ATTN && n >= nth * ATTN_CHUNKS_PER_THREAD)
         /* causal rows grow with their position: many chunks, claimed as threads come free,
          * keep the threads even where two static halves would give one of them 3/4 of it */

@@ -77,7 +77,9 @@ FC_API int fc_llama_forward(fc_llama *m, const int32_t *tokens, int n_tokens, in
 FC_API size_t fc_llama_weight_bytes(const fc_llama *m);
 /* Bytes this model allocated (repacked weights, KV cache, activations). */
 FC_API size_t fc_llama_alloc_bytes(const fc_llama *m);
+/* Threads a step uses; set_threads cannot go above the count at create (scratch is sized for it). */
 FC_API void fc_llama_set_threads(fc_llama *m, int threads);
+FC_API int fc_llama_threads(const fc_llama *m);
 
 #ifdef __cplusplus
 }
