@@ -120,6 +120,9 @@ int fc_qtype_supported(int qtype) {
 }
 
 /* ---- GEMM driver ---- */
+/* Row chunks per thread in one GEMM (see run_gemm). */
+#define FC_GEMM_CHUNKS_PER_THREAD 4
+
 int fc_default_threads(void) { return fc_cpu()->physical_cores; }
 
 int fc_resolve_threads(int threads) {
@@ -165,7 +168,8 @@ typedef struct {
     fc_gemm_args a;
     const float *x;
     int64_t rows;
-    int64_t chunk; /* rows per thread */
+    int64_t chunk; /* rows per chunk */
+    const fc_weight *seg; /* segmented weight, or NULL */
 } gemm_job;
 
 static void quantize_task(void *ctx, int ith, int nth) {
@@ -179,11 +183,32 @@ static void gemm_task(void *ctx, int ith, int nth) {
     gemm_job *j = ctx;
     int64_t r0 = (int64_t)ith * j->chunk, r1 = r0 + j->chunk;
     if (r1 > j->rows) r1 = j->rows;
-    if (r0 < r1) j->kern->gemm(&j->a, r0, r1);
+    if (r0 >= r1) return;
+    if (!j->seg) {
+        j->kern->gemm(&j->a, r0, r1);
+        return;
+    }
+    /* each segment's part of the chunk as a product of its own: rows counted from the segment's
+     * start, outputs shifted to its first row (the same kernel call per row, so the same bits) */
+    const fc_weight *w = j->seg;
+    for (int s = 0; s < w->nseg; s++) {
+        const int64_t s0 = w->seg_row0[s], s1 = w->seg_row0[s + 1];
+        const int64_t a = r0 > s0 ? r0 : s0, b = r1 < s1 ? r1 : s1;
+        if (a >= b) continue;
+        fc_gemm_args sa = j->a;
+        sa.w = w->seg_data[s];
+        sa.y = j->a.y + s0;
+        j->kern->gemm(&sa, a - s0, b - s0);
+    }
+}
+
+static void gemm_task_all(gemm_job *j, int nchunks) {
+    for (int i = 0; i < nchunks; i++) gemm_task(j, i, nchunks);
 }
 
 static int run_gemm(const fc_qkernel *kern, const void *w, const void *w_raw, size_t w_row_bytes, int64_t rows,
-                    int64_t cols, const float *x, int64_t n, float *y, int threads, void *work) {
+                    int64_t cols, const float *x, int64_t n, float *y, int threads, void *work,
+                    const fc_weight *seg) {
     int nth = fc_resolve_threads(threads);
     void *own = NULL;
     if (!work) {
@@ -203,29 +228,35 @@ static int run_gemm(const fc_qkernel *kern, const void *w, const void *w_raw, si
     j.a.y = y;
     j.a.ldy = rows;
     j.a.w_raw = w_raw;
+    j.seg = seg;
 
     /* Rows go out in contiguous chunks (a multiple of the kernel's row alignment, 16 by default:
-     * the AMX tile height) so that each thread streams its own run of bytes; too few rows to
-     * share and one thread streams them all. */
+     * the AMX tile height), a few per thread: threads claim them as they come free, so a thread
+     * the host descheduled for a while (a busy machine) or that runs slower costs the others
+     * only its last chunk, not its whole share. Too few rows to share and one thread streams
+     * them all. */
     const int64_t align = kern->row_align > 0 ? kern->row_align : 16;
-    if (rows < (int64_t)nth * align) nth = (int)((rows + align - 1) / align);
-    if (nth < 1) nth = 1;
-    int64_t chunk = (rows + nth - 1) / nth;
-    chunk = (chunk + align - 1) / align * align;
+    const int64_t units = (rows + align - 1) / align;
+    int64_t want = nth > 1 ? (int64_t)nth * FC_GEMM_CHUNKS_PER_THREAD : 1;
+    if (want > units) want = units;
+    if (want < 1) want = 1;
+    const int64_t chunk = (units + want - 1) / want * align;
     j.chunk = chunk;
-    nth = (int)((rows + chunk - 1) / chunk);
+    const int nchunks = (int)((rows + chunk - 1) / chunk);
+    if (nth > nchunks) nth = nchunks;
 
     if (n >= 4 && nth > 1) fc_parallel(nth, quantize_task, &j);
     else quantize_task(&j, 0, 1);
-    if (nth > 1) fc_parallel(nth, gemm_task, &j);
-    else gemm_task(&j, 0, 1);
+    if (nth > 1) fc_parallel_chunks(nth, nchunks, gemm_task, &j);
+    else gemm_task_all(&j, nchunks);
     free(own);
     return 0;
 }
 
 int fc_gemm(int qtype, const void *w, int64_t rows, int64_t cols, const float *x, int64_t n,
             float *y, int threads, void *work) {
-    return run_gemm(&fc_tab()->q[qtype], w, NULL, fc_row_bytes(qtype, cols), rows, cols, x, n, y, threads, work);
+    return run_gemm(&fc_tab()->q[qtype], w, NULL, fc_row_bytes(qtype, cols), rows, cols, x, n, y, threads, work,
+                    NULL);
 }
 
 int fc_weight_prepare(fc_weight *w, int qtype, const void *data, int64_t rows, int64_t cols) {
@@ -252,6 +283,28 @@ int fc_weight_prepare(fc_weight *w, int qtype, const void *data, int64_t rows, i
     return 0;
 }
 
+int fc_weight_prepare_segments(fc_weight *w, int qtype, const void *const *data, const int64_t *rows, int nseg,
+                               int64_t cols) {
+    const fc_table *t = fc_tab();
+    memset(w, 0, sizeof *w);
+    if (nseg < 1 || nseg > FC_WEIGHT_MAX_SEGS) return -2;
+    if (t->qp[qtype].gemm && t->qp[qtype].layout != 0) return -3;
+    int64_t total = 0;
+    for (int s = 0; s < nseg; s++) total += rows[s];
+    int rc = fc_weight_prepare(w, qtype, data[0], total, cols);
+    if (rc) return rc;
+    if (w->layout != 0) { /* cannot happen (checked above), but never read segments through a packed kernel */
+        fc_weight_release(w);
+        return -3;
+    }
+    w->nseg = nseg;
+    for (int s = 0; s < nseg; s++) {
+        w->seg_data[s] = data[s];
+        w->seg_row0[s + 1] = w->seg_row0[s] + rows[s];
+    }
+    return 0;
+}
+
 void fc_weight_release(fc_weight *w) {
     free(w->owned);
     memset(w, 0, sizeof *w);
@@ -262,7 +315,8 @@ size_t fc_gemm_w_work_bytes(const fc_weight *w, int64_t n) {
 }
 
 int fc_gemm_w(const fc_weight *w, const float *x, int64_t n, float *y, int threads, void *work) {
-    return run_gemm(w->kernel, w->data, w->layout ? w->src : NULL, w->row_bytes, w->rows, w->cols, x, n, y, threads, work);
+    return run_gemm(w->kernel, w->data, w->layout ? w->src : NULL, w->row_bytes, w->rows, w->cols, x, n, y, threads, work,
+                    w->nseg ? w : NULL);
 }
 
 void fc_dequantize(int qtype, const void *src, float *dst, int64_t n) {

@@ -112,9 +112,12 @@ FC_API const char *fc_amx_test_exec_amx(const int64_t *ops, int nops, uint8_t *m
 
 /* ---- threads ---- */
 typedef void (*fc_task_fn)(void *ctx, int ith, int nth);
-/* Runs fn(ctx, i, nth) for i in [0, nth) on the persistent pool; returns when all are done.
- * The calling thread runs i = 0. */
+/* fc_parallel_chunks(nth, nth, fn, ctx). */
 void fc_parallel(int nth, fc_task_fn fn, void *ctx);
+/* Runs fn(ctx, i, nchunks) for i in [0, nchunks) on up to nth threads (the caller among them),
+ * each chunk exactly once, by whichever thread claims it first: `i` names a chunk, not a thread
+ * (per-chunk scratch indexed by i is still private). Returns when all are done. */
+void fc_parallel_chunks(int nth, int nchunks, fc_task_fn fn, void *ctx);
 int fc_resolve_threads(int threads);
 
 /* ---- scalar conversions (shared; also the specification) ---- */

@@ -1,6 +1,21 @@
-/* Persistent thread pool: workers spin briefly on a generation counter, then sleep on a condition
- * variable, so back-to-back kernel calls (one token's matmuls) pay no thread wake-up while an idle
- * process costs no CPU. Calls are serialised: kernels never call fc_parallel from inside a task. */
+/* Persistent thread pool with dynamic chunks.
+ *
+ * A call publishes a job of n chunks; the calling thread and up to nth-1 workers take chunks from
+ * one atomic counter until none are left, and the call returns when every chunk is done. Nobody
+ * waits for a worker that has not woken up yet: on a busy host (more runnable threads than cores)
+ * a descheduled worker used to stall every matmul until the scheduler ran it again; now the caller
+ * simply runs the chunks that nobody has taken. Idle workers spin briefly on the counter (back-to-
+ * back matmuls of one token pay no wake-up), then sleep on a condition variable (an idle process
+ * costs no CPU).
+ *
+ * The counter holds (generation << 32 | next chunk). A worker that saw generation g claims chunk i
+ * with a compare-and-swap from (g, i) to (g, i + 1), which can only succeed while job g still has
+ * chunks left, hence while its caller is still inside fc_parallel and the job's fn / ctx (written
+ * before the counter was published) are valid; a finished job's counter is closed to (g, ~0) before
+ * the next job's fields are written. A late worker finds the generation moved on or no
+ * chunk left and goes back to waiting. Calls are serialised: kernels never call fc_parallel from
+ * inside a task.
+ */
 #define _GNU_SOURCE
 #include <pthread.h>
 #include <sched.h>
@@ -15,38 +30,59 @@
 
 static struct {
     pthread_mutex_t call_mu; /* one fc_parallel at a time */
-    pthread_mutex_t mu;
+    pthread_mutex_t mu;      /* sleeping workers */
     pthread_cond_t cv;
-    _Atomic uint64_t gen;
-    _Atomic int pending;
+    _Atomic uint64_t next;   /* generation << 32 | next chunk */
+    _Atomic int done;        /* chunks finished in the current job */
+    _Atomic int sleepers;
     fc_task_fn fn;
     void *ctx;
-    int nth;
-    int nworkers; /* workers started, ids 1..nworkers */
+    int nchunks;
+    int nth;                 /* threads wanted by the current job, caller included */
+    int nworkers;            /* workers started, ids 1..nworkers */
 } P = {.call_mu = PTHREAD_MUTEX_INITIALIZER, .mu = PTHREAD_MUTEX_INITIALIZER, .cv = PTHREAD_COND_INITIALIZER};
 
-static uint64_t start_gen[FC_MAX_THREADS + 1];
+static uint32_t gen_of(uint64_t v) { return (uint32_t)(v >> 32); }
+
+/* Runs chunks of generation g until none are left. */
+static void take_chunks(uint32_t g) {
+    uint64_t v = atomic_load_explicit(&P.next, memory_order_acquire);
+    for (;;) {
+        if (gen_of(v) != g || (uint32_t)v >= (uint32_t)P.nchunks) return;
+        /* P.fn / P.ctx / P.nchunks are read before the claim: they belong to g if it succeeds */
+        fc_task_fn fn = P.fn;
+        void *ctx = P.ctx;
+        const int n = P.nchunks;
+        if (!atomic_compare_exchange_weak_explicit(&P.next, &v, v + 1, memory_order_acq_rel,
+                                                   memory_order_acquire))
+            continue;
+        fn(ctx, (int)(uint32_t)v, n);
+        atomic_fetch_add_explicit(&P.done, 1, memory_order_release);
+        v = atomic_load_explicit(&P.next, memory_order_acquire);
+    }
+}
 
 static void *worker(void *arg) {
     const int id = (int)(intptr_t)arg;
-    /* the generation at creation, not at start-up: a late start must still see the first call */
-    uint64_t seen = start_gen[id];
+    uint32_t seen = gen_of(atomic_load(&P.next));
     for (;;) {
         int spins = 0;
-        while (atomic_load_explicit(&P.gen, memory_order_acquire) == seen) {
+        uint32_t g;
+        while ((g = gen_of(atomic_load_explicit(&P.next, memory_order_acquire))) == seen) {
             if (++spins < SPIN_ITERS) {
                 _mm_pause();
                 continue;
             }
             pthread_mutex_lock(&P.mu);
-            while (atomic_load(&P.gen) == seen) pthread_cond_wait(&P.cv, &P.mu);
+            atomic_fetch_add(&P.sleepers, 1);
+            while (gen_of(atomic_load(&P.next)) == seen) pthread_cond_wait(&P.cv, &P.mu);
+            atomic_fetch_sub(&P.sleepers, 1);
             pthread_mutex_unlock(&P.mu);
+            spins = 0;
         }
-        seen = atomic_load(&P.gen);
-        /* every worker acknowledges every call, so none can lag into the next one and read its
-         * arguments half-written; ids beyond nth-1 just sit this one out */
-        if (id < P.nth) P.fn(P.ctx, id, P.nth);
-        atomic_fetch_sub_explicit(&P.pending, 1, memory_order_release);
+        seen = g;
+        /* P.nth may already be the next job's: harmless, the claim checks the generation */
+        if (id < P.nth) take_chunks(g);
     }
     return NULL;
 }
@@ -56,6 +92,7 @@ static void after_fork_child(void) {
     pthread_mutex_init(&P.call_mu, NULL);
     pthread_mutex_init(&P.mu, NULL);
     pthread_cond_init(&P.cv, NULL);
+    atomic_store(&P.sleepers, 0);
     P.nworkers = 0;
 }
 
@@ -67,7 +104,6 @@ static void ensure_workers(int nth) {
     }
     while (P.nworkers < nth - 1) {
         pthread_t t;
-        start_gen[P.nworkers + 1] = atomic_load(&P.gen);
         pthread_attr_t attr;
         pthread_attr_init(&attr);
         pthread_attr_setdetachstate(&attr, PTHREAD_CREATE_DETACHED);
@@ -80,30 +116,37 @@ static void ensure_workers(int nth) {
     }
 }
 
-void fc_parallel(int nth, fc_task_fn fn, void *ctx) {
+void fc_parallel_chunks(int nth, int nchunks, fc_task_fn fn, void *ctx) {
     if (nth > FC_MAX_THREADS) nth = FC_MAX_THREADS;
+    if (nth > nchunks) nth = nchunks;
     if (nth <= 1) {
-        fn(ctx, 0, 1);
+        for (int i = 0; i < nchunks; i++) fn(ctx, i, nchunks);
         return;
     }
     pthread_mutex_lock(&P.call_mu);
     ensure_workers(nth);
-    /* if some workers could not be started, the caller runs their shares too */
-    const int helpers = nth - 1 < P.nworkers ? nth - 1 : P.nworkers;
     P.fn = fn;
     P.ctx = ctx;
+    P.nchunks = nchunks;
     P.nth = nth;
-    atomic_store(&P.pending, P.nworkers);
-    pthread_mutex_lock(&P.mu);
-    atomic_fetch_add_explicit(&P.gen, 1, memory_order_release);
-    pthread_cond_broadcast(&P.cv);
-    pthread_mutex_unlock(&P.mu);
-    fn(ctx, 0, nth);
-    for (int i = helpers + 1; i < nth; i++) fn(ctx, i, nth);
+    atomic_store_explicit(&P.done, 0, memory_order_relaxed);
+    const uint32_t g = gen_of(atomic_load(&P.next)) + 1;
+    atomic_store(&P.next, (uint64_t)g << 32); /* seq_cst: ordered before the sleepers check */
+    if (atomic_load(&P.sleepers) > 0) {
+        pthread_mutex_lock(&P.mu);
+        pthread_cond_broadcast(&P.cv);
+        pthread_mutex_unlock(&P.mu);
+    }
+    take_chunks(g);
     int spins = 0;
-    while (atomic_load_explicit(&P.pending, memory_order_acquire) > 0) {
+    while (atomic_load_explicit(&P.done, memory_order_acquire) < nchunks) {
         if (++spins < SPIN_ITERS) _mm_pause();
         else sched_yield();
     }
+    /* closed: a worker that read (g, nchunks) before P.nchunks changes for the next job must not
+     * be able to claim (g, nchunks) against the next job's larger count */
+    atomic_store(&P.next, (uint64_t)g << 32 | 0xFFFFFFFFu);
     pthread_mutex_unlock(&P.call_mu);
 }
+
+void fc_parallel(int nth, fc_task_fn fn, void *ctx) { fc_parallel_chunks(nth, nth, fn, ctx); }

@@ -84,3 +84,21 @@ def test_gemm_long_rows(isa, qtype):
             w = random_weights(qtype, 21, cols, rng)
             X = activations(n, cols, rng)
             _check(qtype, w, X, kernels.gemm(w, qtype, X, threads=2))
+
+
+@pytest.mark.parametrize("qtype", ["Q4_K", "Q5_K", "Q6_K"])
+def test_kquant_gemm_many_rows_blocked(isa, qtype):
+    """K-quant GEMM with more activation rows than one pass (64) and more weight rows than one
+    128 KiB block: every result bit must be the one an unblocked (smaller) call gives."""
+    if not kernels.qtype_supported(qtype):
+        pytest.skip(f"no {qtype} kernel yet")
+    rng = np.random.default_rng(17)
+    cols = 256
+    rows = 128 * 1024 // kernels.row_bytes(qtype, cols) + 37
+    w = random_weights(qtype, rows, cols, rng)
+    X = activations(70, cols, rng)
+    Y = kernels.gemm(w, qtype, X, threads=1)
+    _check(qtype, w, X, Y)
+    np.testing.assert_array_equal(Y[:64], kernels.gemm(w, qtype, X[:64], threads=1))
+    np.testing.assert_array_equal(Y[64:], kernels.gemm(w, qtype, X[64:], threads=1))
+    np.testing.assert_array_equal(Y, kernels.gemm(w, qtype, X, threads=2))

@@ -221,31 +221,55 @@ KQ_INLINE void kq_row_q6(const kq_sb *s, const kq_act *a, __m512 *acc, __m256 *a
             out[j] = kq_hsum(acc[j]) - _mm_cvtss_f32(m4);                                         \
         }                                                                                         \
     }                                                                                             \
-    static void KQ_NAME(gemm_##FMT##_q8_K)(const fc_gemm_args *a, int64_t r0, int64_t r1) {       \
-        kq_consts k;                                                                              \
-        kq_consts_init(&k, KQ_FMT6_##FMT);                                                         \
+    KQ_INLINE void kq_pass_##FMT(const fc_gemm_args *a, const kq_consts *k, int64_t r0, int64_t r1,        \
+                                 int64_t j0, int64_t j1) {                                        \
         const int64_t nb = a->k / KQ_QK;                                                          \
         for (int64_t r = r0; r < r1; r++) {                                                       \
             const BLOCK *w = (const BLOCK *)(a->w + r * a->w_row_bytes);                          \
-            for (int64_t j0 = 0; j0 < a->n; j0 += KQ_JT) {                                        \
+            for (int64_t jt = j0; jt < j1; jt += KQ_JT) {                                         \
                 float out[KQ_JT];                                                                 \
-                const uint8_t *xq = a->xq + j0 * a->xq_row_bytes;                                 \
-                const int64_t left = a->n - j0;                                                   \
+                const uint8_t *xq = a->xq + jt * a->xq_row_bytes;                                 \
+                const int64_t left = j1 - jt;                                                     \
                 switch (left >= KQ_JT ? KQ_JT : (int)left) {                                      \
-                case 1: kq_rows_##FMT(w, nb, &k, xq, a->xq_row_bytes, 1, out); break;             \
-                case 2: kq_rows_##FMT(w, nb, &k, xq, a->xq_row_bytes, 2, out); break;             \
-                case 3: kq_rows_##FMT(w, nb, &k, xq, a->xq_row_bytes, 3, out); break;             \
-                case 4: kq_rows_##FMT(w, nb, &k, xq, a->xq_row_bytes, 4, out); break;             \
-                case 5: kq_rows_##FMT(w, nb, &k, xq, a->xq_row_bytes, 5, out); break;             \
-                case 6: kq_rows_##FMT(w, nb, &k, xq, a->xq_row_bytes, 6, out); break;             \
-                case 7: kq_rows_##FMT(w, nb, &k, xq, a->xq_row_bytes, 7, out); break;             \
-                default: kq_rows_##FMT(w, nb, &k, xq, a->xq_row_bytes, 8, out); break;            \
+                case 1: kq_rows_##FMT(w, nb, k, xq, a->xq_row_bytes, 1, out); break;              \
+                case 2: kq_rows_##FMT(w, nb, k, xq, a->xq_row_bytes, 2, out); break;              \
+                case 3: kq_rows_##FMT(w, nb, k, xq, a->xq_row_bytes, 3, out); break;              \
+                case 4: kq_rows_##FMT(w, nb, k, xq, a->xq_row_bytes, 4, out); break;              \
+                case 5: kq_rows_##FMT(w, nb, k, xq, a->xq_row_bytes, 5, out); break;              \
+                case 6: kq_rows_##FMT(w, nb, k, xq, a->xq_row_bytes, 6, out); break;              \
+                case 7: kq_rows_##FMT(w, nb, k, xq, a->xq_row_bytes, 7, out); break;              \
+                default: kq_rows_##FMT(w, nb, k, xq, a->xq_row_bytes, 8, out); break;             \
                 }                                                                                 \
                 const int64_t jn = left >= KQ_JT ? KQ_JT : left;                                  \
-                for (int64_t j = 0; j < jn; j++) a->y[(j0 + j) * a->ldy + r] = out[j];            \
+                for (int64_t j = 0; j < jn; j++) a->y[(jt + j) * a->ldy + r] = out[j];            \
             }                                                                                     \
         }                                                                                         \
+    }                                                                                             \
+    /* Beyond KQ_ACT_ROWS_PER_PASS activation rows: blocks of ~KQ_W_BYTES_PER_BLOCK weight rows   \
+     * x passes of that many activation rows, so that both stay in L2 (the whole activation      \
+     * matrix of a 512-token block is ~1.3 MiB at k = 2048). Every output is computed as without  \
+     * the blocking (same activation tiles of KQ_JT), so the results are bit-identical. */         \
+    static void KQ_NAME(gemm_##FMT##_q8_K)(const fc_gemm_args *a, int64_t r0, int64_t r1) {       \
+        kq_consts k;                                                                              \
+        kq_consts_init(&k, KQ_FMT6_##FMT);                                                        \
+        const int64_t n = a->n;                                                                   \
+        if (n <= KQ_ACT_ROWS_PER_PASS) {                                                          \
+            kq_pass_##FMT(a, &k, r0, r1, 0, n);                                                   \
+            return;                                                                               \
+        }                                                                                         \
+        int64_t rb = (int64_t)(KQ_W_BYTES_PER_BLOCK / a->w_row_bytes);                            \
+        if (rb < 1) rb = 1;                                                                       \
+        for (int64_t b0 = r0; b0 < r1; b0 += rb) {                                                \
+            const int64_t b1 = r1 - b0 < rb ? r1 : b0 + rb;                                       \
+            for (int64_t j0 = 0; j0 < n; j0 += KQ_ACT_ROWS_PER_PASS)                              \
+                kq_pass_##FMT(a, &k, b0, b1, j0,                                                  \
+                              n - j0 < KQ_ACT_ROWS_PER_PASS ? n : j0 + KQ_ACT_ROWS_PER_PASS);     \
+        }                                                                                         \
     }
+
+/* A multiple of KQ_JT (see above). */
+#define KQ_ACT_ROWS_PER_PASS 64
+#define KQ_W_BYTES_PER_BLOCK (128 * 1024)
 
 #define KQ_FMT6_q4_K 0
 #define KQ_FMT6_q5_K 0

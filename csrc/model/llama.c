@@ -24,6 +24,9 @@
 
 #include "fc_internal.h"
 
+/* Attention work of a block goes out in this many chunks per thread (see run_stage). */
+#define ATTN_CHUNKS_PER_THREAD 8
+
 typedef struct {
     const float *attn_norm, *ffn_norm; /* [dim] */
     const float *bq, *bk, *bv;         /* [q_dim], [kv_dim], [kv_dim] or NULL */
@@ -59,7 +62,7 @@ struct fc_llama {
     float *att;     /* (B, q_dim) attention output */
     float *gu;      /* (B, 2*hidden): fused gate|up rows, else gate (B, hidden) | up (B, hidden) */
     float *h;       /* (B, hidden) silu(gate) * up */
-    float *scores;  /* (nth, n_ctx) attention scratch per thread */
+    float *scores;  /* (nth * ATTN_CHUNKS_PER_THREAD, n_ctx) attention scratch per chunk */
     void *work;     /* GEMM activation scratch: max fc_gemm_w_work_bytes over the weights at B rows */
     size_t alloc_bytes;
     fc_llama_source src; /* weights per pass (fetch NULL: prepared at create) */
@@ -103,6 +106,15 @@ static int prepare_group(fc_llama *m, fc_weight *ws[], const fc_llama_tensor *t,
     *cat = NULL;
     *fused = 0;
     if (same) {
+        /* read in place as one matrix of segments where the kernel takes GGUF rows as stored */
+        const void *segs[3];
+        for (int i = 0; i < n; i++) segs[i] = t[i].data;
+        const int rc = fc_weight_prepare_segments(ws[0], t[0].qtype, segs, rows, n, cols);
+        if (rc == 0) {
+            *fused = 1;
+            return 0;
+        }
+        if (rc != -3) return -1;
         size_t rb = fc_row_bytes(t[0].qtype, cols);
         int64_t total = 0;
         for (int i = 0; i < n; i++) total += rows[i];
@@ -244,7 +256,7 @@ fc_llama *fc_llama_create_src(const fc_llama_config *cfg, fc_llama_tensor token_
     m->att = alloc64(m, (size_t)(B * m->q_dim) * sizeof(float));
     m->gu = alloc64(m, (size_t)(B * 2 * hidden) * sizeof(float));
     m->h = alloc64(m, (size_t)(B * hidden) * sizeof(float));
-    m->scores = alloc64(m, (size_t)m->nth * (size_t)c->n_ctx * sizeof(float));
+    m->scores = alloc64(m, (size_t)m->nth * ATTN_CHUNKS_PER_THREAD * (size_t)c->n_ctx * sizeof(float));
     m->work = alloc64(m, work + FC_ALIGN);
     if (!m->k_cache || !m->v_cache || !m->x || !m->xb || !m->y || !m->qkv || !m->att || !m->gu || !m->h ||
         !m->scores || !m->work)
@@ -408,6 +420,10 @@ static void run_stage(block_job *j, int stage) {
     else
         macs = (int64_t)j->nb * (stage == STAGE_SILU ? c->hidden : c->dim + 2 * j->m->q_dim);
     if (nth <= 1 || macs < STAGE_MIN_PARALLEL_MACS) rows_stage(j, 0, n, 1, 0);
+    else if (stage == STAGE_ATTN && n >= nth * ATTN_CHUNKS_PER_THREAD)
+        /* causal rows grow with their position: many chunks, claimed as threads come free,
+         * keep the threads even where two static halves would give one of them 3/4 of it */
+        fc_parallel_chunks(nth, nth * ATTN_CHUNKS_PER_THREAD, stage_task, j);
     else fc_parallel(nth, stage_task, j);
 }
 

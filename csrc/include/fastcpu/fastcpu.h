@@ -106,6 +106,8 @@ FC_API const char *fc_gemm_check(int qtype, int64_t rows, int64_t cols, int64_t 
 #define fc_gemv(qtype, w, rows, cols, x, y, threads) \
     fc_gemm((qtype), (w), (rows), (cols), (x), 1, (y), (threads), NULL)
 
+#define FC_WEIGHT_MAX_SEGS 4
+
 /* A weight matrix ready for the kernels of one ISA level. fc_weight_prepare repacks the GGUF
  * blocks into the layout the level's preferred kernel streams fastest (the layout tag), or keeps
  * a pointer to them when the stored layout is best. Prepare once at load; never in the hot loop.
@@ -122,12 +124,23 @@ typedef struct {
     size_t owned_bytes;  /* bytes of the repacked copy (0 when none): the memory cost of the layout */
     const void *kernel;  /* internal */
     void *owned;         /* internal */
+    /* Segmented (fc_weight_prepare_segments): rows [seg_row0[s], seg_row0[s+1]) are stored at
+     * seg_data[s]; nseg 0 means one run of rows at `data`. */
+    int nseg;
+    const void *seg_data[FC_WEIGHT_MAX_SEGS];
+    int64_t seg_row0[FC_WEIGHT_MAX_SEGS + 1];
 } fc_weight;
 
 /* Returns 0, -1 on allocation failure, -2 when no kernel serves qtype (see fc_weight_check).
  * `data` must outlive `w` (small batches may read it
  * even when a repacked copy exists). */
 FC_API int fc_weight_prepare(fc_weight *w, int qtype, const void *data, int64_t rows, int64_t cols);
+/* One matrix made of nseg (<= FC_WEIGHT_MAX_SEGS) runs of GGUF rows of the same format and
+ * width, stored apart (Q, K, V of a layer, say), read in place: no copy. Returns -3 (nothing
+ * prepared) when this level's preferred kernel wants a repacked layout: concatenate the rows and
+ * use fc_weight_prepare then. Else as fc_weight_prepare. */
+FC_API int fc_weight_prepare_segments(fc_weight *w, int qtype, const void *const *data, const int64_t *rows,
+                                      int nseg, int64_t cols);
 FC_API void fc_weight_release(fc_weight *w);
 /* Y[n][rows] = X[n][cols] . W^T, as fc_gemm. */
 FC_API int fc_gemm_w(const fc_weight *w, const float *x, int64_t n, float *y, int threads, void *work);
