@@ -94,8 +94,10 @@ def test_budget_accounting(tiny):
         assert m.stream.pinned_bytes == p.pinned_bytes
         assert m.stream.ring_bytes == p.ring_bytes
         assert p.total_bytes <= budget
-        # the engine itself holds no weights: KV cache and activations only
-        assert m.engine.alloc_bytes < Model(tiny, ctx=64).engine.alloc_bytes
+        # the engine itself holds no weights: KV cache and activations only, no more than the
+        # resident engine (which reads fused Q/K/V and gate/up in place, so it holds none either
+        # unless a level repacks)
+        assert m.engine.alloc_bytes <= Model(tiny, ctx=64).engine.alloc_bytes
         assert p.streamed_bytes + sum(Model(tiny, ctx=64).file.tensors[n].nbytes for n in p.pinned_names) \
             == p.weight_bytes
     # the whole model fits: the in-memory path, no streaming
