@@ -48,6 +48,16 @@ cdef extern from "model/llama.h" nogil:
     void fc_llama_free(fc_llama *m)
     int fc_llama_forward(fc_llama *m, const int32_t *tokens, int n_tokens, int pos, float *logits,
                          int logits_mode)
+    ctypedef struct fc_llama_source:
+        int (*fetch)(void *ctx, int group, const void **ptrs) noexcept nogil
+        int (*embd_row)(void *ctx, int32_t token, float *dst, int64_t dim) noexcept nogil
+        void *ctx
+    fc_llama *fc_llama_create_src(const fc_llama_config *cfg, fc_llama_tensor token_embd,
+                                  const float *output_norm, fc_llama_tensor output,
+                                  const fc_llama_layer_src *layers, const float *inv_freq,
+                                  const fc_llama_source *src, char *err, size_t err_len)
+    int fc_llama_forward_rows(fc_llama *m, const int32_t *tokens, int n, const int32_t *pos, const int32_t *seq,
+                              int seq_ctx, const uint8_t *want, float *logits)
     size_t fc_llama_weight_bytes(const fc_llama *m)
     size_t fc_llama_alloc_bytes(const fc_llama *m)
     void fc_llama_set_threads(fc_llama *m, int threads)
@@ -73,16 +83,28 @@ cdef class Engine:
     w_gate, w_up, w_down. output=None means tied embeddings."""
     cdef fc_llama *m
     cdef list keep
+    cdef readonly object stream
     cdef readonly int n_vocab, n_ctx, dim, n_layers, max_batch
     cdef readonly int n_past  # positions 0..n_past-1 of the cache hold keys/values
     cdef bint busy
     cdef readonly size_t weight_bytes, alloc_bytes
 
-    def __cinit__(self, dict config, tuple token_embd, output_norm, output, list layers, inv_freq):
+    def __cinit__(self, dict config, tuple token_embd, output_norm, output, list layers, inv_freq, stream=None):
         self.m = NULL
         self.keep = []
         self.n_past = 0
         self.busy = False
+        self.stream = None
+        cdef fc_llama_source srcfn
+        cdef Stream st = None
+        if stream is not None:
+            if not isinstance(stream, Stream):
+                raise TypeError("stream must be a fastcpu._engine.Stream")
+            st = stream
+            self.stream = stream
+            srcfn.fetch = _stream_fetch
+            srcfn.embd_row = _stream_embd_row
+            srcfn.ctx = <void *>st.s
         cdef fc_llama_config c
         memset(&c, 0, sizeof(c))
         for key in ("n_vocab", "dim", "n_layers", "n_heads", "n_kv_heads", "head_dim", "hidden", "n_ctx",
@@ -157,8 +179,12 @@ cdef class Engine:
                 src[i].bq = self._vector(p + "attn_q.bias", d.get("bq"), q_dim, optional=True)
                 src[i].bk = self._vector(p + "attn_k.bias", d.get("bk"), kv_dim, optional=True)
                 src[i].bv = self._vector(p + "attn_v.bias", d.get("bv"), kv_dim, optional=True)
-            with nogil:
-                self.m = fc_llama_create(&c, emb, onorm, outw, src, inv, err, sizeof(err))
+            if st is None:
+                with nogil:
+                    self.m = fc_llama_create(&c, emb, onorm, outw, src, inv, err, sizeof(err))
+            else:
+                with nogil:
+                    self.m = fc_llama_create_src(&c, emb, onorm, outw, src, inv, &srcfn, err, sizeof(err))
         finally:
             free(src)
         if self.m == NULL:
@@ -298,6 +324,222 @@ cdef class Engine:
             self.busy = False
         if rc == 0:
             self.n_past = pos + n
+        self._check_rc(rc)
+        return res
+
+    def _check_rc(self, int rc):
+        if rc == -2 and self.stream is not None:
+            self.stream.raise_error()
         if rc != 0:
             raise MemoryError("the forward pass could not allocate its GEMM work buffer")
-        return res
+
+    def forward_rows(self, tokens, pos, seq, int seq_ctx, want=None):
+        """Independent rows: token i at position pos[i] of sequence seq[i], whose cache holds
+        positions seq*seq_ctx .. +seq_ctx-1. Returns float32 logits (rows wanted, n_vocab): every
+        row, or those where the boolean array `want` is set."""
+        tv_a = np.ascontiguousarray(tokens, dtype=np.int64)
+        pv_a = np.ascontiguousarray(pos, dtype=np.int64)
+        sv_a = np.ascontiguousarray(seq, dtype=np.int64)
+        if tv_a.ndim != 1 or tv_a.size == 0 or pv_a.shape != tv_a.shape or sv_a.shape != tv_a.shape:
+            raise EngineError("tokens, pos and seq must be non-empty 1-D sequences of one length")
+        if tv_a.min() < 0 or tv_a.max() >= self.n_vocab:
+            raise EngineError(f"token id out of range: the vocabulary has {self.n_vocab} tokens")
+        if seq_ctx < 1:
+            raise EngineError(f"seq_ctx must be positive, got {seq_ctx}")
+        if pv_a.min() < 0 or pv_a.max() >= seq_ctx:
+            raise EngineError(f"positions must be in 0..{seq_ctx - 1}")
+        if sv_a.min() < 0 or (sv_a.max() + 1) * seq_ctx > self.n_ctx:
+            raise EngineError(f"sequence {int(sv_a.max())} with {seq_ctx} positions each exceeds the cache "
+                              f"of {self.n_ctx} positions")
+        cdef const int32_t[::1] tv = tv_a.astype(np.int32)
+        cdef const int32_t[::1] pv = pv_a.astype(np.int32)
+        cdef const int32_t[::1] sv = sv_a.astype(np.int32)
+        cdef int n = tv_a.shape[0]
+        cdef const uint8_t[::1] wv
+        cdef const uint8_t *wp = NULL
+        n_out = n
+        if want is not None:
+            w_a = np.ascontiguousarray(want, dtype=bool)
+            if w_a.shape != tv_a.shape:
+                raise EngineError("want must have one flag per row")
+            n_out = int(w_a.sum())
+            wv = w_a.view(np.uint8)
+            wp = &wv[0]
+        res = np.empty((max(n_out, 1), self.n_vocab), np.float32)
+        cdef float[:, ::1] lv = res
+        cdef int rc
+        if self.busy:
+            raise RuntimeError("this model is already running a step in another thread")
+        self.busy = True
+        self.n_past = 0  # the rows write regions of the cache: the single-sequence cache is gone
+        try:
+            with nogil:
+                rc = fc_llama_forward_rows(self.m, &tv[0], n, &pv[0], &sv[0], seq_ctx, wp, &lv[0, 0])
+        finally:
+            self.busy = False
+        self._check_rc(rc)
+        return res[:n_out]
+
+
+# ---- weight streaming (csrc/model/stream.c) ----
+from libc.stdint cimport uint64_t
+
+cdef extern from "model/stream.h" nogil:
+    int FC_STREAM_MAX_PER_GROUP
+    ctypedef struct fc_stream_tensor:
+        uint64_t off, bytes
+        int pinned
+    ctypedef struct fc_stream_config:
+        const char *path
+        int n_groups, per_group
+        const fc_stream_tensor *t
+        uint64_t embd_off
+        size_t embd_row_bytes
+        int embd_qtype, embd_alias, depth, readers, direct
+        size_t chunk
+    ctypedef struct fc_stream:
+        pass
+    fc_stream *fc_stream_open(const fc_stream_config *cfg, char *err, size_t err_len, int *err_no)
+    void fc_stream_close(fc_stream *s)
+    int fc_stream_fetch(fc_stream *s, int g, const void **ptrs)
+    int fc_stream_embd_row(fc_stream *s, int32_t token, float *dst, int64_t dim)
+    const char *fc_stream_error(const fc_stream *s, int *err_no, int *changed)
+    size_t fc_stream_pinned_bytes(const fc_stream *s)
+    size_t fc_stream_ring_bytes(const fc_stream *s)
+    void fc_stream_counters(const fc_stream *s, uint64_t *bytes_read, double *wait_s, uint64_t *passes)
+    void fc_stream_reset_counters(fc_stream *s)
+    void fc_stream_inject_error(fc_stream *s, int err_no)
+    size_t fc_stream_group_slot_bytes(const fc_stream_tensor *t, int n, int direct)
+    double fc_stream_read_bandwidth(const char *path, uint64_t off, uint64_t nbytes, int readers, int direct,
+                                    size_t chunk)
+
+cdef int _stream_fetch(void *ctx, int g, const void **ptrs) noexcept nogil:
+    return fc_stream_fetch(<fc_stream *>ctx, g, ptrs)
+
+
+cdef int _stream_embd_row(void *ctx, int32_t token, float *dst, int64_t dim) noexcept nogil:
+    return fc_stream_embd_row(<fc_stream *>ctx, token, dst, dim)
+
+
+def _raise_stream(str msg, int err_no, bint changed, str path):
+    from .stream import ModelFileChangedError, StreamError
+    if changed:
+        raise ModelFileChangedError(msg)
+    if err_no:
+        raise StreamError(err_no, msg, path)
+    raise StreamError(msg)
+
+
+def group_slot_bytes(list tensors, bint direct):
+    """Ring-slot bytes a group of (off, bytes, pinned) tensors needs."""
+    cdef fc_stream_tensor t[8]
+    if len(tensors) > FC_STREAM_MAX_PER_GROUP:
+        raise EngineError("too many tensors in a group")
+    for i, (off, nb, pin) in enumerate(tensors):
+        t[i].off = off
+        t[i].bytes = nb
+        t[i].pinned = 1 if pin else 0
+    return fc_stream_group_slot_bytes(t, len(tensors), direct)
+
+
+def read_bandwidth(str path, uint64_t off, uint64_t nbytes, int readers, bint direct, size_t chunk):
+    """Bytes/s reading nbytes of path from off with the streamer's read method."""
+    b = path.encode()
+    cdef const char *p = b
+    cdef double r
+    with nogil:
+        r = fc_stream_read_bandwidth(p, off, nbytes, readers, direct, chunk)
+    if r < 0:
+        import os
+        raise OSError(int(-r), f"reading {path}: {os.strerror(int(-r))}", path)
+    return r
+
+
+cdef class Stream:
+    """Pinned tensors read once, the rest read per pass (see csrc/model/stream.h).
+
+    groups: list of lists of (file offset, bytes, pinned) per group, run in order every pass;
+    embd: (offset, row bytes, qtype, alias) with alias the flat index group*per_group+i of a
+    pinned tensor holding the embedding, or -1 to read rows from the file."""
+    cdef fc_stream *s
+    cdef readonly str path
+    cdef readonly int per_group, n_groups
+
+    def __cinit__(self, str path, list groups, tuple embd, int depth, int readers, bint direct, size_t chunk):
+        self.s = NULL
+        self.path = path
+        cdef int P = max(len(g) for g in groups)
+        if P > FC_STREAM_MAX_PER_GROUP:
+            raise EngineError("too many tensors in a group")
+        cdef int G = len(groups)
+        cdef fc_stream_tensor *t = <fc_stream_tensor *>malloc(sizeof(fc_stream_tensor) * G * P)
+        if t == NULL:
+            raise MemoryError()
+        memset(t, 0, sizeof(fc_stream_tensor) * G * P)
+        for gi, g in enumerate(groups):
+            for i, (off, nb, pin) in enumerate(g):
+                t[gi * P + i].off = off
+                t[gi * P + i].bytes = nb
+                t[gi * P + i].pinned = 1 if pin else 0
+        b = path.encode()
+        cdef fc_stream_config c
+        memset(&c, 0, sizeof(c))
+        c.path = b
+        c.n_groups = G
+        c.per_group = P
+        c.t = t
+        c.embd_off, c.embd_row_bytes, c.embd_qtype, c.embd_alias = embd
+        c.depth = depth
+        c.readers = readers
+        c.direct = direct
+        c.chunk = chunk
+        cdef char err[512]
+        cdef int err_no = 0
+        err[0] = 0
+        with nogil:
+            self.s = fc_stream_open(&c, err, sizeof(err), &err_no)
+        free(t)
+        self.per_group = P
+        self.n_groups = G
+        if self.s == NULL:
+            msg = err.decode(errors="replace")
+            if err_no == 12:
+                raise MemoryError(msg)
+            if err_no:
+                raise OSError(err_no, msg, path)
+            from .gguf import ModelFormatError
+            raise ModelFormatError(msg)
+
+    def __dealloc__(self):
+        if self.s != NULL:
+            fc_stream_close(self.s)
+            self.s = NULL
+
+    @property
+    def pinned_bytes(self):
+        return fc_stream_pinned_bytes(self.s)
+
+    @property
+    def ring_bytes(self):
+        return fc_stream_ring_bytes(self.s)
+
+    def counters(self):
+        """(bytes read by streaming, seconds fetches waited for reads, passes) since the last reset."""
+        cdef uint64_t nb, passes
+        cdef double w
+        fc_stream_counters(self.s, &nb, &w, &passes)
+        return int(nb), float(w), int(passes)
+
+    def reset_counters(self):
+        fc_stream_reset_counters(self.s)
+
+    def _inject_error(self, int err_no):
+        """Tests: the next streamed read fails with err_no."""
+        fc_stream_inject_error(self.s, err_no)
+
+    def raise_error(self):
+        cdef int err_no = 0, changed = 0
+        cdef const char *m = fc_stream_error(self.s, &err_no, &changed)
+        if m == NULL:
+            return
+        _raise_stream(m.decode(errors="replace"), err_no, changed, self.path)

@@ -84,7 +84,8 @@ def _load_llm(args, ctx=None):
     from .llm import LLM
 
     try:
-        return LLM(args.model, threads=args.threads, ctx=ctx if ctx is not None else args.ctx)
+        return LLM(args.model, threads=args.threads, ctx=ctx if ctx is not None else args.ctx,
+                   ram_budget=getattr(args, "ram_budget", None))
     except HubError as e:  # could not fetch the model: a message, not a traceback
         raise OSError(str(e)) from e
 
@@ -207,7 +208,32 @@ def run_bench(llm, n_prompt: int = 512, n_gen: int = 128, membw: bool = True) ->
         r["membw_before_after_gbps"] = bws
         r["roofline_pct"] = 100.0 * r["decode_gbps"] / bw
         r["roofline_pct_with_kv"] = 100.0 * r["decode_gbps_with_kv"] / bw
+    if llm.model.stream is not None:
+        r.update(stream_bench(llm, decode))
     return r
+
+
+def stream_bench(llm, decode_tok_s: float) -> dict:
+    """Figures of a run under a RAM budget: bytes streamed per token, the disk bandwidth decoding
+    achieved, the disk limit of the same read method (readers, chunk, O_DIRECT) on the same file,
+    and decode speed as a share of what that limit allows."""
+    from . import stream
+
+    p = llm.model.stream_plan
+    opts = stream.options(llm.model.stream_options)
+    per_tok = int(p.streamed_bytes)
+    limit = stream.disk_limit(llm.model_path, nbytes=min(os.path.getsize(llm.model_path), 1 << 30), opts=opts)
+    achieved = per_tok * decode_tok_s
+    return {
+        "ram_budget": p.budget,
+        "pinned_bytes": p.pinned_bytes + p.fixed_bytes,
+        "ring_bytes": p.ring_bytes,
+        "streamed_bytes_per_token": per_tok,
+        "stream_direct": bool(opts["direct"]),
+        "disk_gbps": achieved / 1e9,
+        "disk_limit_gbps": limit / 1e9,
+        "stream_limit_pct": 100.0 * decode_tok_s / (limit / per_tok) if per_tok else None,
+    }
 
 
 def _cmd_bench(args) -> int:
@@ -226,6 +252,8 @@ def add_runner_commands(sub) -> None:
         s.add_argument("-m", "--model", default=None, help="GGUF path or known model name (default model if omitted)")
         s.add_argument("--threads", type=int, default=None, help="compute threads (default: physical cores)")
         s.add_argument("--ctx", type=int, default=None, help="context positions (default: min(model, 4096))")
+        s.add_argument("--ram-budget", default=None,
+                       help="memory for weights, e.g. 4GiB: the rest streams from the file every token")
         if sampling:
             s.add_argument("-n", type=int, default=128, help="most tokens to generate")
             s.add_argument("--temp", type=float, default=0.8, help="temperature (0: greedy)")

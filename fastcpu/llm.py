@@ -75,14 +75,17 @@ class _StopScanner:
 class LLM:
     """A model ready to generate. model: a GGUF path or a name fastcpu.hub knows (None: the
     default model); threads: compute threads (None: physical cores); ctx: positions the KV cache
-    holds (None: min(model's context, 4096))."""
+    holds (None: min(model's context, 4096)); ram_budget: bytes (or "4GiB", "512MiB", ...) of
+    weights to keep in memory, the rest streamed from the file every token (fastcpu.stream);
+    stream_options: read settings for streaming (direct, readers, depth, chunk)."""
 
     def __init__(self, model=None, threads: int | None = None, ctx: int | None = None,
-                 max_batch: int | None = None):
+                 max_batch: int | None = None, ram_budget=None, stream_options: dict | None = None):
         from .tokenizer import Tokenizer
 
         self.model_path = _resolve_model(model)
-        self.model = Model(self.model_path, ctx=ctx, threads=threads, max_batch=max_batch)
+        self.model = Model(self.model_path, ctx=ctx, threads=threads, max_batch=max_batch, ram_budget=ram_budget,
+                           stream_options=stream_options)
         self.config = self.model.config
         self.n_ctx = self.model.n_ctx
         self.n_vocab = self.model.n_vocab
@@ -228,6 +231,13 @@ class LLM:
                 "tokens": history[len(ids):],
                 "prefill_s": t1 - t0, "decode_s": t2 - t1,
             }
+
+    def generate_batch(self, prompts, max_tokens: int = 128, **kw) -> list:
+        """Continues each prompt, decoding all of them together: one pass over the weights per
+        step serves every sequence (what makes streaming from disk pay). See fastcpu.batch."""
+        from .batch import generate_batch
+
+        return generate_batch(self, prompts, max_tokens=max_tokens, **kw)
 
     # ---- chat ----
     @property

@@ -215,7 +215,8 @@ def _check_kernels(f: GGUFFile, names) -> None:
 class Model:
     """A GGUF model loaded into the C runner. `engine.forward(tokens, pos, logits=...)` runs a step."""
 
-    def __init__(self, path, ctx: int | None = None, threads: int | None = None, max_batch: int | None = None):
+    def __init__(self, path, ctx: int | None = None, threads: int | None = None, max_batch: int | None = None,
+                 ram_budget=None, stream_options: dict | None = None):
         from . import _engine
 
         self.path = os.fspath(path)
@@ -238,6 +239,10 @@ class Model:
         max_batch = int(min(max_batch, self.n_ctx))
 
         f = self.file
+        if ram_budget is not None:  # streaming: touching the norms must not read the weights around them
+            from .stream import quiet_mapping
+
+            quiet_mapping(f)
         d, qd, kd, h = cfg.dim, cfg.q_dim, cfg.kv_dim, cfg.hidden
         emb = _matrix(f, "token_embd.weight", cfg.n_vocab, d)
         out = None if cfg.tied else _matrix(f, "output.weight", cfg.n_vocab, d)
@@ -275,7 +280,15 @@ class Model:
             "max_batch": max_batch, "threads": threads, "rope_neox": cfg.rope_neox, "rms_eps": cfg.rms_eps,
             "attn_scale": cfg.head_dim ** -0.5,
         }
-        self.engine = _engine.Engine(econf, emb, _vector(f, "output_norm.weight", d), out, layers, self.inv_freq)
+        onorm = _vector(f, "output_norm.weight", d)
+        # ram_budget: weights beyond it stream from the file every token (fastcpu.stream)
+        self.stream = self.stream_plan = None
+        self.stream_options = stream_options
+        if ram_budget is not None:
+            from . import stream as _stream
+
+            self.stream, self.stream_plan, onorm = _stream.setup(f, cfg, ram_budget, stream_options, layers, onorm)
+        self.engine = _engine.Engine(econf, emb, onorm, out, layers, self.inv_freq, stream=self.stream)
 
     @property
     def n_vocab(self) -> int:

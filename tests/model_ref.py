@@ -86,6 +86,8 @@ def stored(W: dict, matrix_dtype, dtypes=None) -> dict:
 def inv_freq(cfg: dict) -> np.ndarray:
     rd = cfg.get("rope_dim", cfg["head_dim"])
     f = cfg.get("rope_base", 10000.0) ** (-np.arange(0, rd, 2, dtype=np.float64) / rd)
+    if "freq_factors" in cfg:  # llama3 files from llama.cpp's converter: rope_freqs.weight divides
+        f = f / np.asarray(cfg["freq_factors"], np.float64)
     return f / cfg.get("rope_linear_factor", 1.0)
 
 

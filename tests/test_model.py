@@ -27,6 +27,8 @@ CASES = {
     "mistral_linear_rope": ("mistral", dict(rope_linear_factor=4.0, rope_base=500000.0), np.float32),
     # formats that differ inside the Q/K/V and gate/up groups (as in Q4_K_M files): no fusing
     "llama_mixed_formats": ("llama", dict(mixed=True), np.float32),
+    # per-frequency divisors in a rope_freqs.weight tensor (Llama 3.1 files)
+    "llama_rope_freqs": ("llama", dict(freq_factors=[1.0, 1.0, 2.0, 3.5, 6.0, 8.0, 8.0, 8.0]), np.float32),
 }
 
 MIXED = {f"blk.{i}.{n}.weight": np.float16 for i in range(2) for n in ("attn_v", "ffn_up")}
@@ -40,6 +42,8 @@ def _build(tmp_path, name, **model_kw):
     meta = {}
     if "rope_linear_factor" in cfg:
         meta = {f"{arch}.rope.scaling.type": "linear", f"{arch}.rope.scaling.factor": cfg["rope_linear_factor"]}
+    if "freq_factors" in cfg:
+        W["rope_freqs.weight"] = np.asarray(cfg["freq_factors"], np.float32)
     path = tmp_path / f"{name}.gguf"
     dtypes = MIXED if cfg.get("mixed") else None
     model_ref.write_gguf(path, arch, cfg, W, dt, meta, dtypes=dtypes)

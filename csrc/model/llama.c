@@ -65,6 +65,7 @@ struct fc_llama {
     float *scores;  /* (nth * ATTN_CHUNKS_PER_THREAD, n_ctx) attention scratch per chunk */
     void *work;     /* GEMM activation scratch: max fc_gemm_w_work_bytes over the weights at B rows */
     size_t alloc_bytes;
+    fc_llama_source src; /* weights per pass (fetch NULL: prepared at create) */
 };
 
 static void *alloc64(fc_llama *m, size_t bytes) {
@@ -164,11 +165,29 @@ void fc_llama_free(fc_llama *m) {
 
 static size_t max_sz(size_t a, size_t b) { return a > b ? a : b; }
 
+/* A matrix over the GGUF layout whose rows arrive per pass (data set by the source's fetch). */
+static void prepare_plain(fc_weight *w, int qtype, int64_t rows, int64_t cols) {
+    memset(w, 0, sizeof *w);
+    w->qtype = qtype;
+    w->isa = (int)fc_isa_current();
+    w->rows = rows;
+    w->cols = cols;
+    w->row_bytes = fc_row_bytes(qtype, cols);
+    w->kernel = &fc_tab()->q[qtype];
+}
+
 fc_llama *fc_llama_create(const fc_llama_config *cfg, fc_llama_tensor token_embd, const float *output_norm,
                           fc_llama_tensor output, const fc_llama_layer_src *layers, const float *inv_freq,
                           char *err, size_t err_len) {
+    return fc_llama_create_src(cfg, token_embd, output_norm, output, layers, inv_freq, NULL, err, err_len);
+}
+
+fc_llama *fc_llama_create_src(const fc_llama_config *cfg, fc_llama_tensor token_embd, const float *output_norm,
+                              fc_llama_tensor output, const fc_llama_layer_src *layers, const float *inv_freq,
+                              const fc_llama_source *src, char *err, size_t err_len) {
     fc_llama *m = calloc(1, sizeof *m);
     if (!m) goto oom;
+    if (src) m->src = *src;
     m->c = *cfg;
     if (m->c.max_batch < 1) m->c.max_batch = 1;
     const fc_llama_config *c = &m->c;
@@ -195,6 +214,19 @@ fc_llama *fc_llama_create(const fc_llama_config *cfg, fc_llama_tensor token_embd
         L->bq = s->bq;
         L->bk = s->bk;
         L->bv = s->bv;
+        if (src) {
+            prepare_plain(&L->wqkv, s->wq.qtype, m->q_dim, dim);
+            prepare_plain(&L->wk, s->wk.qtype, m->kv_dim, dim);
+            prepare_plain(&L->wv, s->wv.qtype, m->kv_dim, dim);
+            prepare_plain(&L->wo, s->wo.qtype, dim, m->q_dim);
+            prepare_plain(&L->wgu, s->w_gate.qtype, hidden, dim);
+            prepare_plain(&L->wup, s->w_up.qtype, hidden, dim);
+            prepare_plain(&L->wdown, s->w_down.qtype, dim, hidden);
+            const fc_weight *all[] = {&L->wqkv, &L->wk, &L->wv, &L->wo, &L->wgu, &L->wup, &L->wdown};
+            for (size_t i = 0; i < sizeof all / sizeof all[0]; i++)
+                work = max_sz(work, fc_gemm_w_work_bytes(all[i], B));
+            continue;
+        }
         fc_llama_tensor qkv[3] = {s->wq, s->wk, s->wv};
         int64_t qkv_rows[3] = {m->q_dim, m->kv_dim, m->kv_dim};
         fc_weight *qkv_w[3] = {&L->wqkv, &L->wk, &L->wv};
@@ -210,7 +242,8 @@ fc_llama *fc_llama_create(const fc_llama_config *cfg, fc_llama_tensor token_embd
             if (all[i]->kernel) work = max_sz(work, fc_gemm_w_work_bytes(all[i], B));
     }
     fc_llama_tensor o = output.data ? output : token_embd;
-    if (prepare(m, &m->out, o.qtype, o.data, c->n_vocab, dim)) goto oom;
+    if (src) prepare_plain(&m->out, o.qtype, c->n_vocab, dim);
+    else if (prepare(m, &m->out, o.qtype, o.data, c->n_vocab, dim)) goto oom;
     work = max_sz(work, fc_gemm_w_work_bytes(&m->out, B));
 
     const size_t kv = (size_t)c->n_layers * (size_t)c->n_ctx * (size_t)m->kv_dim * sizeof(float);
@@ -267,6 +300,8 @@ typedef struct {
     int layer;
     int nb;       /* rows in this block */
     int pos0;     /* position of row 0 */
+    const int32_t *rpos, *rseq; /* independent rows (fc_llama_forward_rows): position, sequence */
+    int seq_ctx;
     int stage;
     const float *norm; /* STAGE_ADD_NORM: weights of the norm that follows the add */
     float *q, *k, *v;  /* row 0 of q, k, v in the projection buffer */
@@ -276,6 +311,27 @@ typedef struct {
 } block_job;
 
 enum { STAGE_QKV, STAGE_ATTN, STAGE_ADD_NORM, STAGE_SILU };
+
+static inline int row_pos(const block_job *j, int i) { return j->rpos ? j->rpos[i] : j->pos0 + i; }
+/* first cache position of row i's sequence */
+static inline size_t row_cache0(const block_job *j, int i) {
+    return j->rseq ? (size_t)j->rseq[i] * (size_t)j->seq_ctx : 0;
+}
+
+/* The source's matrices of layer l (l == n_layers: the output head) for this pass. */
+static int fetch_layer(fc_llama *m, int l) {
+    const void *p[8] = {0};
+    int rc = m->src.fetch(m->src.ctx, l, p);
+    if (rc) return rc;
+    if (l == m->c.n_layers) {
+        m->out.data = m->out.src = p[0];
+        return 0;
+    }
+    layer_t *L = &m->L[l];
+    fc_weight *w[7] = {&L->wqkv, &L->wk, &L->wv, &L->wo, &L->wgu, &L->wup, &L->wdown};
+    for (int i = 0; i < 7; i++) w[i]->data = w[i]->src = p[i];
+    return 0;
+}
 
 /* Items r0, r0 + step, ... below r1 of the current stage; ith picks the thread's scratch. */
 static void rows_stage(block_job *j, int r0, int r1, int step, int ith) {
@@ -287,14 +343,15 @@ static void rows_stage(block_job *j, int r0, int r1, int step, int ith) {
     case STAGE_QKV: {
         const size_t lbase = (size_t)j->layer * (size_t)c->n_ctx;
         for (int i = r0; i < r1; i += step) {
-            const int p = j->pos0 + i;
+            const int p = row_pos(j, i);
+            const size_t cp = row_cache0(j, i) + (size_t)p;
             float *q = j->q + i * j->q_ld, *k = j->k + i * j->k_ld, *v = j->v + i * j->v_ld;
             if (j->L->bq) ops->add(q, q, j->L->bq, m->q_dim);
             if (j->L->bk) ops->add(k, k, j->L->bk, m->kv_dim);
             if (j->L->bv) ops->add(v, v, j->L->bv, m->kv_dim);
             ops->rope(q, c->n_heads, hd, p, m->inv_freq, c->rope_neox);
-            float *kc = m->k_cache + (lbase + (size_t)p) * (size_t)m->kv_dim;
-            float *vc = m->v_cache + (lbase + (size_t)p) * (size_t)m->kv_dim;
+            float *kc = m->k_cache + (lbase + cp) * (size_t)m->kv_dim;
+            float *vc = m->v_cache + (lbase + cp) * (size_t)m->kv_dim;
             memcpy(kc, k, (size_t)m->kv_dim * sizeof(float));
             ops->rope(kc, c->n_kv_heads, hd, p, m->inv_freq, c->rope_neox);
             memcpy(vc, v, (size_t)m->kv_dim * sizeof(float));
@@ -307,10 +364,10 @@ static void rows_stage(block_job *j, int r0, int r1, int step, int ith) {
         float *scores = m->scores + (size_t)ith * (size_t)c->n_ctx;
         for (int t = r0; t < r1; t += step) {
             const int i = t / c->n_heads, h = t % c->n_heads, g = h / group;
-            const int p = j->pos0 + i;
-            ops->attn_head(m->att + (int64_t)i * m->q_dim + h * hd, j->q + i * j->q_ld + h * hd,
-                           m->k_cache + lbase + (size_t)g * hd, m->v_cache + lbase + (size_t)g * hd, p + 1, hd,
-                           m->kv_dim, c->attn_scale, scores);
+            const int p = row_pos(j, i);
+            const size_t base = lbase + row_cache0(j, i) * (size_t)m->kv_dim + (size_t)g * hd;
+            ops->attn_head(m->att + (int64_t)i * m->q_dim + h * hd, j->q + i * j->q_ld + h * hd, m->k_cache + base,
+                           m->v_cache + base, p + 1, hd, m->kv_dim, c->attn_scale, scores);
         }
         break;
     }
@@ -354,7 +411,11 @@ static void run_stage(block_job *j, int stage) {
     int nth = c->threads;
     if (nth > n) nth = n;
     int64_t macs;
-    if (stage == STAGE_ATTN) /* q.k and p.v over the positions each row sees */
+    if (stage == STAGE_ATTN && j->rpos) { /* independent rows: each sees its own positions */
+        int64_t pos = 0;
+        for (int i = 0; i < j->nb; i++) pos += j->rpos[i] + 1;
+        macs = 2 * (int64_t)c->n_heads * c->head_dim * pos;
+    } else if (stage == STAGE_ATTN) /* q.k and p.v over the positions each row sees */
         macs = 2 * (int64_t)c->n_heads * c->head_dim * j->nb * (j->pos0 + (j->nb + 1) / 2);
     else
         macs = (int64_t)j->nb * (stage == STAGE_SILU ? c->hidden : c->dim + 2 * j->m->q_dim);
@@ -366,19 +427,27 @@ static void run_stage(block_job *j, int stage) {
     else fc_parallel(nth, stage_task, j);
 }
 
-static int block_forward(fc_llama *m, const int32_t *tokens, int nb, int pos0, float *logits, int logits_mode) {
+static int block_forward(fc_llama *m, const int32_t *tokens, int nb, int pos0, float *logits, int logits_mode,
+                         const int32_t *rpos, const int32_t *rseq, int seq_ctx, const uint8_t *want) {
     const fc_llama_config *c = &m->c;
     const fc_table *tab = fc_tab();
     const int64_t dim = c->dim;
     const int th = c->threads;
-    block_job j = {.m = m, .nb = nb, .pos0 = pos0};
+    block_job j = {.m = m, .nb = nb, .pos0 = pos0, .rpos = rpos, .rseq = rseq, .seq_ctx = seq_ctx};
+    int rc;
 
-    for (int i = 0; i < nb; i++)
-        tab->q[m->embd.qtype].dequantize((const uint8_t *)m->embd.data + (size_t)tokens[i] * m->embd_row_bytes,
-                                         m->x + i * dim, dim);
+    for (int i = 0; i < nb; i++) {
+        if (m->src.embd_row) {
+            if ((rc = m->src.embd_row(m->src.ctx, tokens[i], m->x + i * dim, dim))) return rc;
+        } else {
+            tab->q[m->embd.qtype].dequantize((const uint8_t *)m->embd.data + (size_t)tokens[i] * m->embd_row_bytes,
+                                             m->x + i * dim, dim);
+        }
+    }
     for (int i = 0; i < nb; i++) tab->ops.rmsnorm(m->xb + i * dim, m->x + i * dim, m->L[0].attn_norm, dim, c->rms_eps);
 
     for (int l = 0; l < c->n_layers; l++) {
+        if (m->src.fetch && (rc = fetch_layer(m, l))) return rc;
         const layer_t *L = &m->L[l];
         j.L = L;
         j.layer = l;
@@ -423,7 +492,17 @@ static int block_forward(fc_llama *m, const int32_t *tokens, int nb, int pos0, f
         run_stage(&j, STAGE_ADD_NORM);
     }
     /* xb now holds the final-normed rows */
-    if (logits_mode == FC_LOGITS_ALL) {
+    if (m->src.fetch && (rc = fetch_layer(m, c->n_layers))) return rc;
+    if (logits_mode == FC_LOGITS_ALL && want) {
+        /* only the wanted rows, moved to the front (ascending: a row never lands on one still needed) */
+        int k = 0;
+        for (int i = 0; i < nb; i++)
+            if (want[i]) {
+                if (k != i) memcpy(m->xb + k * dim, m->xb + i * dim, (size_t)dim * sizeof(float));
+                k++;
+            }
+        if (k && fc_gemm_w(&m->out, m->xb, k, logits, th, m->work)) return -1;
+    } else if (logits_mode == FC_LOGITS_ALL) {
         if (fc_gemm_w(&m->out, m->xb, nb, logits, th, m->work)) return -1;
     } else if (logits_mode == FC_LOGITS_LAST) {
         if (fc_gemm_w(&m->out, m->xb + (int64_t)(nb - 1) * dim, 1, logits, th, m->work)) return -1;
@@ -438,7 +517,26 @@ int fc_llama_forward(fc_llama *m, const int32_t *tokens, int n_tokens, int pos, 
         const int last = b0 + nb == n_tokens;
         int mode = logits_mode == FC_LOGITS_ALL ? FC_LOGITS_ALL : (last ? logits_mode : FC_LOGITS_NONE);
         float *out = logits_mode == FC_LOGITS_ALL ? logits + (size_t)b0 * (size_t)m->c.n_vocab : logits;
-        if (block_forward(m, tokens + b0, nb, pos + b0, out, mode)) return -1;
+        int rc = block_forward(m, tokens + b0, nb, pos + b0, out, mode, NULL, NULL, 0, NULL);
+        if (rc) return rc;
+    }
+    return 0;
+}
+
+int fc_llama_forward_rows(fc_llama *m, const int32_t *tokens, int n, const int32_t *pos, const int32_t *seq,
+                          int seq_ctx, const uint8_t *want, float *logits) {
+    const int B = m->c.max_batch;
+    size_t out_row = 0;
+    for (int b0 = 0; b0 < n; b0 += B) {
+        const int nb = n - b0 < B ? n - b0 : B;
+        int rc = block_forward(m, tokens + b0, nb, 0, logits + out_row * (size_t)m->c.n_vocab, FC_LOGITS_ALL,
+                               pos + b0, seq + b0, seq_ctx, want ? want + b0 : NULL);
+        if (rc) return rc;
+        if (want) {
+            for (int i = 0; i < nb; i++) out_row += want[b0 + i] != 0;
+        } else {
+            out_row += (size_t)nb;
+        }
     }
     return 0;
 }

@@ -73,6 +73,32 @@ FC_API void fc_llama_free(fc_llama *m);
 FC_API int fc_llama_forward(fc_llama *m, const int32_t *tokens, int n_tokens, int pos, float *logits,
                             int logits_mode);
 
+/* Weights supplied per pass instead of at create (csrc/model/stream.c streams them from the file).
+ * With a source, create prepares every matrix over the GGUF layout unfused, touching no weight
+ * data (the tensors' data pointers may be NULL), and each forward pass asks fetch() for group l
+ * (l < n_layers: ptrs[0..7) = q, k, v, o, gate, up, down; l == n_layers: ptrs[0] = output head)
+ * before it uses them, and embd_row() for each token's embedding. A nonzero return aborts the
+ * pass: the forward call returns it (use a value other than -1, which means out of memory). */
+typedef struct {
+    int (*fetch)(void *ctx, int group, const void **ptrs);
+    int (*embd_row)(void *ctx, int32_t token, float *dst, int64_t dim);
+    void *ctx;
+} fc_llama_source;
+
+FC_API fc_llama *fc_llama_create_src(const fc_llama_config *cfg, fc_llama_tensor token_embd,
+                                     const float *output_norm, fc_llama_tensor output,
+                                     const fc_llama_layer_src *layers, const float *inv_freq,
+                                     const fc_llama_source *src, char *err, size_t err_len);
+
+/* Independent rows, one token each (batched decoding of several sequences): row i is token[i] at
+ * position pos[i] of sequence seq[i], whose keys/values live in cache positions
+ * seq[i]*seq_ctx .. seq[i]*seq_ctx + seq_ctx - 1 (pos[i] < seq_ctx; the sequence's earlier
+ * positions must be cached, or come earlier in the same call). Writes n_vocab logits for each
+ * row with want[i] set (every row when want is NULL), packed in row order.
+ * Rows run in blocks of max_batch: each block is one pass over the weights. */
+FC_API int fc_llama_forward_rows(fc_llama *m, const int32_t *tokens, int n, const int32_t *pos, const int32_t *seq,
+                                 int seq_ctx, const uint8_t *want, float *logits);
+
 /* Weight bytes one decoded token reads (every matrix once, plus one embedding row). */
 FC_API size_t fc_llama_weight_bytes(const fc_llama *m);
 /* Bytes this model allocated (repacked weights, KV cache, activations). */
