@@ -128,7 +128,7 @@ AI void group(const int fmt, const int nr, const int cnt, const uint8_t *p, int6
 
 /* Prefetch distance for the weight stream (bytes ahead of the block being multiplied). */
 #ifndef PF_BYTES
-#define PF_BYTES 4096
+#define PF_BYTES 8192
 #endif
 
 /* One weight row against nr (<= 4) activation rows at x; results to y[j * ldy].
