@@ -8,8 +8,8 @@ real model for (the weights are noise; speed and memory traffic are what they ar
 Weights are written block by block straight in their GGUF format from raw random bits (no float
 quantization pass, so a 1.1B model takes seconds): every block gets a scale drawn so the values
 have standard deviation ~0.02 (output projections 0.02/sqrt(2*layers), like GPT-2's init) and
-zero mean (Q4_0 scales get a random sign, Q4_1/Q4_K mins centre the codes; Q8_0's codes are
-uniform int8). Scales are positive where llama.cpp's quantizers make them so. Norm weights are
+zero mean (Q4_0/Q5_0 scales and Q6_K sub-block scales get a random sign, Q4_1/Q5_1/Q4_K/Q5_K
+mins centre the codes; Q8_0's codes are uniform int8). Scales are positive where llama.cpp's quantizers make them so. Norm weights are
 ~N(1, 0.02). The embedding (and the output matrix unless --tied) are Q8_0.
 
 The tokenizer metadata is copied from a GGUF model (default: smollm2-135m, SmolLM2's gpt2
@@ -42,17 +42,25 @@ PRESETS = {
     # for tests: every row length a multiple of 256
     "tiny": dict(dim=256, ffn=768, layers=2, heads=4, kv_heads=2, ctx=512, rope_base=10000.0, eps=1e-5),
 }
-FORMATS = ("F16", "Q8_0", "Q4_0", "Q4_1", "Q4_K")
+FORMATS = ("F16", "BF16", "Q8_0", "Q4_0", "Q4_1", "Q5_0", "Q5_1", "Q4_K", "Q5_K", "Q6_K")
 # (ggml type id, weights per block, bytes per block)
-_TYPES = {"F32": (0, 1, 4), "F16": (1, 1, 2), "Q4_0": (2, 32, 18), "Q4_1": (3, 32, 20),
-          "Q8_0": (8, 32, 34), "Q4_K": (12, 256, 144)}
+_TYPES = {"F32": (0, 1, 4), "F16": (1, 1, 2), "BF16": (30, 1, 2), "Q4_0": (2, 32, 18),
+          "Q4_1": (3, 32, 20), "Q5_0": (6, 32, 22), "Q5_1": (7, 32, 24), "Q8_0": (8, 32, 34),
+          "Q4_K": (12, 256, 144), "Q5_K": (13, 256, 176), "Q6_K": (14, 256, 210)}
 # general.file_type (llama_ftype) of a model mostly in each format
-_FILE_TYPES = {"F16": 1, "Q4_0": 2, "Q4_1": 3, "Q8_0": 7, "Q4_K": 15}
-# standard deviation of the integer codes each format's raw random bits produce
-_STD_U4 = math.sqrt((16 ** 2 - 1) / 12)  # uniform 0..15
-_STD_I8 = math.sqrt((256 ** 2 - 1) / 12)  # uniform -128..127
-# Q4_K sub-block scales are drawn uniform in [32, 63]
-_Q4K_SC_LO, _Q4K_SC_HI = 32, 63
+_FILE_TYPES = {"F16": 1, "BF16": 32, "Q4_0": 2, "Q4_1": 3, "Q5_0": 8, "Q5_1": 9, "Q8_0": 7,
+               "Q4_K": 15, "Q5_K": 17, "Q6_K": 18}
+
+
+def _std_uniform(levels: int) -> float:
+    """Standard deviation of integer codes uniform over `levels` consecutive values."""
+    return math.sqrt((levels ** 2 - 1) / 12)
+
+
+_STD_U4, _STD_U5, _STD_U6, _STD_I8 = (_std_uniform(n) for n in (16, 32, 64, 256))
+# K-quant 6-bit sub-block scales are drawn uniform in [32, 63]; Q6_K's int8 ones in +-[64, 127]
+_KQ_SC_LO, _KQ_SC_HI = 32, 63
+_Q6K_SC_LO, _Q6K_SC_HI = 64, 127
 
 WEIGHT_STD = 0.02
 
@@ -77,9 +85,17 @@ def random_blocks(fmt: str, rows: int, cols: int, std: float, rng: np.random.Gen
     _, bs, ts = _TYPES[fmt]
     if cols % bs:
         raise ValueError(f"{fmt} needs row lengths that are multiples of {bs}; got {cols}")
-    if fmt == "F16":
-        return (rng.standard_normal((rows, cols), dtype=np.float32) * np.float32(std)) \
-            .astype(np.float16).view(np.uint8)
+    if fmt in ("F16", "BF16"):
+        # Drawing a normal per weight is ~10x slower than raw bits: index a table of 65536 normal
+        # values (the codes of the float format) with 16 random bits per weight instead.
+        x = rng.standard_normal(1 << 16, dtype=np.float32) * np.float32(std)
+        if fmt == "F16":
+            table = x.astype(np.float16).view(np.uint16)
+        else:
+            u = x.view(np.uint32)  # round to nearest even into the top 16 bits
+            table = ((u + np.uint32(0x7FFF) + ((u >> 16) & 1)) >> 16).astype(np.uint16)
+        idx = _random_bytes(rng, rows * cols * 2).view(np.uint16)
+        return table[idx].view(np.uint8).reshape(rows, cols * 2)
     nb = rows * cols // bs
     b = _random_bytes(rng, nb * ts).reshape(nb, ts)
     if fmt == "Q8_0":  # d, int8 q[32]: uniform codes
@@ -90,24 +106,39 @@ def random_blocks(fmt: str, rows: int, cols: int, std: float, rng: np.random.Gen
         d = _block_scales(rng, nb, _STD_U4, std)
         b[:, 0:2] = d.view(np.uint8).reshape(nb, 2)
         b[:, 2:4] = (d.astype(np.float32) * -7.5).astype(np.float16).view(np.uint8).reshape(nb, 2)
-    elif fmt == "Q4_K":
-        # d, dmin, 12 bytes of 6-bit (scale, min) pairs for 8 sub-blocks, 128 bytes of nibbles:
-        # value = d*sc*q - dmin*m. With dmin = 7.5*d and m = sc each sub-block is d*sc*(q - 7.5).
-        sc = rng.integers(_Q4K_SC_LO, _Q4K_SC_HI + 1, size=(nb, 8), dtype=np.uint8)
-        mean_sc = (_Q4K_SC_LO + _Q4K_SC_HI) / 2
-        d = _block_scales(rng, nb, _STD_U4 * mean_sc, std)
+    elif fmt == "Q5_0":  # d, qh[4] (5th bits), nibbles: value d*(q-16)
+        b[:, 0:2] = _block_scales(rng, nb, _STD_U5, std, signed=True).view(np.uint8).reshape(nb, 2)
+    elif fmt == "Q5_1":  # d, m, qh[4], nibbles: value d*q + m; m = -15.5 d
+        d = _block_scales(rng, nb, _STD_U5, std)
         b[:, 0:2] = d.view(np.uint8).reshape(nb, 2)
-        b[:, 2:4] = (d.astype(np.float32) * 7.5).astype(np.float16).view(np.uint8).reshape(nb, 2)
+        b[:, 2:4] = (d.astype(np.float32) * -15.5).astype(np.float16).view(np.uint8).reshape(nb, 2)
+    elif fmt in ("Q4_K", "Q5_K"):
+        # d, dmin, 12 bytes of 6-bit (scale, min) pairs for 8 sub-blocks of 32, then the codes
+        # (Q5_K: qh[32] of 5th bits, then nibbles): value = d*sc*q - dmin*m. With
+        # dmin = c*d and m = sc (c = the codes' midpoint) each sub-block is d*sc*(q - c).
+        mid, std_code = (7.5, _STD_U4) if fmt == "Q4_K" else (15.5, _STD_U5)
+        sc = rng.integers(_KQ_SC_LO, _KQ_SC_HI + 1, size=(nb, 8), dtype=np.uint8)
+        d = _block_scales(rng, nb, std_code * (_KQ_SC_LO + _KQ_SC_HI) / 2, std)
+        b[:, 0:2] = d.view(np.uint8).reshape(nb, 2)
+        b[:, 2:4] = (d.astype(np.float32) * mid).astype(np.float16).view(np.uint8).reshape(nb, 2)
         b[:, 4:16] = pack_q4k_scales(sc, sc)
+    elif fmt == "Q6_K":
+        # ql[128], qh[64], int8 scales[16] (one per 16 weights), d at the end: value
+        # d*sc*(q-32) with q = 6 random bits; random scale signs centre the codes' -0.5 mean.
+        mag = rng.integers(_Q6K_SC_LO, _Q6K_SC_HI + 1, size=(nb, 16), dtype=np.int16)
+        sc = np.where(rng.random((nb, 16)) < 0.5, -mag, mag).astype(np.int8)
+        b[:, 192:208] = sc.view(np.uint8)
+        d = _block_scales(rng, nb, _STD_U6 * (_Q6K_SC_LO + _Q6K_SC_HI) / 2, std)
+        b[:, 208:210] = d.view(np.uint8).reshape(nb, 2)
     else:
         raise ValueError(f"unknown format {fmt!r}; formats: {', '.join(FORMATS)}")
     return b.reshape(rows, cols // bs * ts)
 
 
 def pack_q4k_scales(sc: np.ndarray, mn: np.ndarray) -> np.ndarray:
-    """The 12-byte packing of eight 6-bit scales and mins (n, 8) -> (n, 12): sub-blocks 0-3 in
-    the low 6 bits of bytes 0-3 (scales) and 4-7 (mins); sub-blocks 4-7 in the nibbles of bytes
-    8-11 (scale low, min high) with their top 2 bits in the top bits of bytes 0-7."""
+    """The 12-byte packing (Q4_K and Q5_K) of eight 6-bit scales and mins (n, 8) -> (n, 12):
+    sub-blocks 0-3 in the low 6 bits of bytes 0-3 (scales) and 4-7 (mins); sub-blocks 4-7 in the
+    nibbles of bytes 8-11 (scale low, min high) with their top 2 bits in the top bits of bytes 0-7."""
     sc = sc.astype(np.uint8)
     mn = mn.astype(np.uint8)
     out = np.empty((sc.shape[0], 12), np.uint8)

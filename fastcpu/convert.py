@@ -15,7 +15,7 @@ import os
 
 import numpy as np
 
-from .gguf import GGML_TYPES, GGUFFile, T_STRING, T_ARRAY
+from .gguf import GGML_TYPES, GGUFFile
 
 # Formats the gguf package can quantize (K-quants it can only dequantize).
 TARGETS = ("F16", "BF16", "Q8_0", "Q4_0", "Q4_1", "Q5_0", "Q5_1")

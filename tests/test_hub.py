@@ -239,3 +239,11 @@ def test_existing_file_wins_over_known_name(home, tmp_path, monkeypatch, no_pip)
     monkeypatch.chdir(tmp_path)
     write_sample(tmp_path / "smollm2-135m")
     assert hub.resolve("smollm2-135m") == "smollm2-135m"
+
+
+def test_unusable_cache_dir(tmp_path, monkeypatch, tiny_model):
+    blocker = tmp_path / "file"
+    blocker.write_bytes(b"")
+    monkeypatch.setenv("FASTCPU_HOME", str(blocker / "sub"))  # a path under a plain file
+    with pytest.raises(hub.HubError, match="FASTCPU_HOME"):
+        hub.pull("tiny-test", progress=False)
