@@ -56,6 +56,8 @@ static const struct { fc_isa isa; reg_fn fn; } regs[] = {
     {FC_ISA_AVX512, fc_register_kquant_avx512},  {FC_ISA_AVX512, fc_register_ops_avx512},
     {FC_ISA_AVX512_VNNI, fc_register_legacy_avx512vnni},
     {FC_ISA_AVX512_VNNI, fc_register_kquant_avx512vnni},
+    /* after the GGUF-layout entries: the packed ones copy their quantizer */
+    {FC_ISA_AVX512_VNNI, fc_register_legacyx16_avx512vnni},
     {FC_ISA_AVX512_BF16, fc_register_float_avx512bf16},
     {FC_ISA_AMX, fc_register_amx_amx},
     {FC_ISA_AMX_SIM, fc_register_amx_amxsim},
@@ -288,9 +290,36 @@ int fc_weight_prepare_segments(fc_weight *w, int qtype, const void *const *data,
     const fc_table *t = fc_tab();
     memset(w, 0, sizeof *w);
     if (nseg < 1 || nseg > FC_WEIGHT_MAX_SEGS) return -2;
-    if (t->qp[qtype].gemm && t->qp[qtype].layout != 0) return -3;
     int64_t total = 0;
     for (int s = 0; s < nseg; s++) total += rows[s];
+    const fc_qkernel *pk = &t->qp[qtype];
+    if (pk->gemm && pk->layout != 0) {
+        /* a packed layout: pack each run into its place, if the kernel allows it and every run
+         * but the last fills whole row groups; else the caller concatenates */
+        const int64_t align = pk->row_align > 0 ? pk->row_align : 16;
+        int ok = pk->pack_segments;
+        for (int s = 0; s + 1 < nseg; s++) ok &= rows[s] % align == 0;
+        if (!ok) return -3;
+        memset(w, 0, sizeof *w);
+        w->qtype = qtype;
+        w->isa = (int)fc_isa_current();
+        w->rows = total;
+        w->cols = cols;
+        w->row_bytes = fc_row_bytes(qtype, cols);
+        w->kernel = pk;
+        w->layout = pk->layout;
+        w->src = data[0];
+        const size_t nb = pk->packed_bytes(total, cols);
+        if (posix_memalign(&w->owned, FC_ALIGN, nb)) return -1;
+        size_t off = 0;
+        for (int s = 0; s < nseg; s++) {
+            pk->pack(data[s], w->row_bytes, rows[s], cols, (uint8_t *)w->owned + off);
+            off += pk->packed_bytes(rows[s], cols);
+        }
+        w->owned_bytes = nb;
+        w->data = w->owned;
+        return 0;
+    }
     int rc = fc_weight_prepare(w, qtype, data[0], total, cols);
     if (rc) return rc;
     if (w->layout != 0) { /* cannot happen (checked above), but never read segments through a packed kernel */

@@ -59,6 +59,11 @@ typedef struct {
     void (*pack)(const uint8_t *src, size_t src_row_bytes, int64_t rows, int64_t k, uint8_t *dst);
     /* Rows handed to one thread are a multiple of this (0 means 16). */
     int64_t row_align;
+    /* 1: pack() may be called once per run of rows (every run but the last a multiple of
+     * row_align) into consecutive places of one buffer, packed_bytes() being additive over such
+     * runs, and gemm() never reads w_raw: fused matrices (Q|K|V, gate|up) are then packed from
+     * their separate tensors without an intermediate copy. */
+    int pack_segments;
 } fc_qkernel;
 
 /* Per-token transformer ops. Every entry has a scalar twin in ops_scalar.c. */
@@ -197,6 +202,7 @@ FC_REG(kquant_scalar);
 FC_REG(kquant_avx2);
 FC_REG(kquant_avx512);
 FC_REG(kquant_avx512vnni);
+FC_REG(legacyx16_avx512vnni);
 FC_REG(ops_scalar);
 FC_REG(ops_avx2);
 FC_REG(ops_avx512);

@@ -136,9 +136,11 @@ typedef struct {
  * even when a repacked copy exists). */
 FC_API int fc_weight_prepare(fc_weight *w, int qtype, const void *data, int64_t rows, int64_t cols);
 /* One matrix made of nseg (<= FC_WEIGHT_MAX_SEGS) runs of GGUF rows of the same format and
- * width, stored apart (Q, K, V of a layer, say), read in place: no copy. Returns -3 (nothing
- * prepared) when this level's preferred kernel wants a repacked layout: concatenate the rows and
- * use fc_weight_prepare then. Else as fc_weight_prepare. */
+ * width, stored apart (Q, K, V of a layer, say), read in place: no copy. When this level's
+ * preferred kernel wants a repacked layout, each run is packed straight into one repacked copy
+ * where that kernel allows it (whole row groups per run); else it returns -3 (nothing prepared):
+ * concatenate the rows and use fc_weight_prepare then. Else as fc_weight_prepare. The runs must
+ * outlive `w` only when no repacked copy was made (layout 0). */
 FC_API int fc_weight_prepare_segments(fc_weight *w, int qtype, const void *const *data, const int64_t *rows,
                                       int nseg, int64_t cols);
 FC_API void fc_weight_release(fc_weight *w);

@@ -1,0 +1,276 @@
+/* Q4_0, Q4_1, Q5_0, Q5_1, Q8_0 weights repacked 16 rows at a time (layout "x16", made once at load),
+ * against q8a activations (legacy_common.h), AVX-512 VNNI. Specification: legacy_scalar.c (the same
+ * products; only the order of the float additions differs).
+ *
+ * Why a layout: over GGUF rows a GEMV unpacks every block of one row on its own (scale gathers,
+ * shuffles to line the codes up with the activations), which ran at ~20 GB/s per core with the
+ * weights in L2, too close to the ~16 GB/s per core the memory delivers to hide behind it. Here a
+ * 64-byte load holds 4 consecutive codes of each of 16 rows, so one vpdpbusd against 4 broadcast
+ * activation bytes advances 16 rows at once, and the 16 rows' fp16 scales arrive in one 32-byte load.
+ *
+ * Instructions: vpdpbusd zmm (u8 weight codes x s8 activations), vpbroadcastd, vpandd + vpsrlw to
+ * split nibbles, kmovq + masked vpaddb for the fifth bit of Q5, vcvtph2ps (16 scales), vcvtdq2ps,
+ * vfmadd231ps, masked vmovups for a group's last rows.
+ *
+ * Overflow limit: one int32 lane sums 32 products of one block and one row in two chains of 16:
+ * |chain| <= 16 * 255 * 127 = 518160 (Q8_0 codes are stored + 128 as u8; Q5 <= 31, Q4 <= 15),
+ * far inside int32, and < 2^24 so vcvtdq2ps is exact. Blocks are combined in float32.
+ *
+ * Layout of one group of 16 rows (rows past the end are zero: zero codes and zero scales), k
+ * columns, nb = k / 32 blocks; sections one after the other, the group padded to 64 bytes:
+ *   codes  nb x CB bytes: register t of block b (64 bytes) holds in dword lane r the bytes
+ *          4t..4t+3 of row r's qs[] (CB = 256: Q4/Q5 nibble bytes, t < 4; the low nibbles are
+ *          columns 4t..4t+3, the high ones 16+4t..; CB = 512: Q8_0 codes xor 0x80, t < 8)
+ *   hbits  (Q5 only) nb x 64 bytes: 8 masks of 64 bits, mask u holds in bit 4r+i the fifth bit
+ *          of row r's column 4u+i (u < 4) or 16+4(u-4)+i (u >= 4)
+ *   d      nb x 16 fp16 scales, row r at lane r
+ *   m      (Q4_1 / Q5_1) nb x 16 fp16 mins
+ * A group holds exactly the bytes of its 16 GGUF rows (plus padding), so the layout costs no more
+ * memory than the file, and it is additive over runs of whole groups (pack_segments).
+ */
+#include <immintrin.h>
+
+#include "legacy_common.h"
+
+#define AI static inline __attribute__((always_inline))
+
+#define X16_LAYOUT 0x58313601 /* 'X16' 1 */
+#define X16_ROWS 16
+
+enum { F_Q4_0, F_Q4_1, F_Q5_0, F_Q5_1, F_Q8_0 };
+
+static const size_t blk_bytes[] = {18, 20, 22, 24, 34};
+/* offsets in a GGUF block of qs and of qh (Q5) */
+static const size_t qs_off[] = {2, 4, 6, 8, 2};
+static const size_t qh_off[] = {0, 0, 2, 4, 0};
+
+AI int is_q5(int fmt) { return fmt == F_Q5_0 || fmt == F_Q5_1; }
+AI int has_min(int fmt) { return fmt == F_Q4_1 || fmt == F_Q5_1; }
+AI size_t code_bytes(int fmt) { return fmt == F_Q8_0 ? 512 : 256; }
+
+static size_t group_stride(size_t row_bytes) {
+    return (X16_ROWS * row_bytes + FC_ALIGN - 1) & ~(size_t)(FC_ALIGN - 1);
+}
+
+static size_t x16_packed_bytes(size_t row_bytes, int64_t rows) {
+    return (size_t)((rows + X16_ROWS - 1) / X16_ROWS) * group_stride(row_bytes);
+}
+
+static void pack_x16(const int fmt, const uint8_t *src, size_t rb, int64_t rows, int64_t k, uint8_t *dst) {
+    const int64_t nb = k / QK;
+    const size_t bsz = blk_bytes[fmt], cb = code_bytes(fmt), gs = group_stride(rb);
+    const int64_t groups = (rows + X16_ROWS - 1) / X16_ROWS;
+    memset(dst, 0, (size_t)groups * gs);
+    for (int64_t g = 0; g < groups; g++) {
+        uint8_t *codes = dst + (size_t)g * gs;
+        uint8_t *hb = codes + (size_t)nb * cb;
+        uint8_t *ds = hb + (is_q5(fmt) ? (size_t)nb * 64 : 0);
+        uint8_t *ms = ds + (size_t)nb * 32;
+        for (int r = 0; r < X16_ROWS && g * X16_ROWS + r < rows; r++) {
+            const uint8_t *row = src + (size_t)(g * X16_ROWS + r) * rb;
+            for (int64_t b = 0; b < nb; b++) {
+                const uint8_t *blk = row + (size_t)b * bsz;
+                memcpy(ds + b * 32 + 2 * r, blk, 2);
+                if (has_min(fmt)) memcpy(ms + b * 32 + 2 * r, blk + 2, 2);
+                const uint8_t *qs = blk + qs_off[fmt];
+                for (size_t t = 0; t < cb / 64; t++)
+                    for (int i = 0; i < 4; i++)
+                        codes[b * cb + 64 * t + 4 * r + i] = fmt == F_Q8_0 ? qs[4 * t + i] ^ 0x80 : qs[4 * t + i];
+                if (is_q5(fmt)) {
+                    uint32_t qh;
+                    memcpy(&qh, blk + qh_off[fmt], 4);
+                    for (int u = 0; u < 8; u++) {
+                        uint64_t mask;
+                        memcpy(&mask, hb + b * 64 + 8 * u, 8);
+                        for (int i = 0; i < 4; i++) {
+                            const int col = u < 4 ? 4 * u + i : 16 + 4 * (u - 4) + i;
+                            mask |= (uint64_t)((qh >> col) & 1) << (4 * r + i);
+                        }
+                        memcpy(hb + b * 64 + 8 * u, &mask, 8);
+                    }
+                }
+            }
+        }
+    }
+}
+
+AI __m512i bcast4(const int8_t *p) {
+    int32_t v;
+    memcpy(&v, p, 4);
+    return _mm512_set1_epi32(v);
+}
+
+/* Software prefetch distance on the code stream (bytes ahead). */
+#ifndef X16_PF_BYTES
+#define X16_PF_BYTES 4096
+#endif
+
+/* One group of 16 weight rows (at gp) against nr (1..4) activation rows at x; lane r of the result
+ * for activation row j goes to y[j * ldy + r] for the rows in rmask. */
+AI void tile16(const int fmt, const int nr, const uint8_t *gp, int64_t nb, const uint8_t *x, size_t xs,
+               float *y, int64_t ldy, __mmask16 rmask) {
+    const size_t cb = code_bytes(fmt);
+    const uint8_t *codes = gp;
+    const uint8_t *hb = codes + (size_t)nb * cb;
+    const uint8_t *ds = hb + (is_q5(fmt) ? (size_t)nb * 64 : 0);
+    const uint8_t *ms = ds + (size_t)nb * 32;
+    const float off = fmt == F_Q4_0 ? 8.0f : fmt == F_Q5_0 ? 16.0f : fmt == F_Q8_0 ? 128.0f : 0.0f;
+    const __m512i m4 = _mm512_set1_epi8(0x0F), b16 = _mm512_set1_epi8(0x10);
+    const int8_t *a[4];
+    const float *dx[4], *sx[4];
+    __m512 acc[4];
+#pragma GCC unroll 4
+    for (int j = 0; j < nr; j++) {
+        a[j] = q8a_qs(x + j * xs);
+        dx[j] = q8a_d(x + j * xs, nb);
+        sx[j] = q8a_s(x + j * xs, nb);
+        acc[j] = _mm512_setzero_ps();
+    }
+    for (int64_t b = 0; b < nb; b++) {
+        const uint8_t *cp = codes + (size_t)b * cb;
+        for (size_t o = 0; o < cb; o += 64) _mm_prefetch((const char *)(cp + X16_PF_BYTES + o), _MM_HINT_T0);
+        __m512i s0[4], s1[4], s2 = _mm512_setzero_si512(), s3 = _mm512_setzero_si512();
+#pragma GCC unroll 4
+        for (int j = 0; j < nr; j++) s0[j] = s1[j] = _mm512_setzero_si512();
+        if (fmt == F_Q8_0) {
+#pragma GCC unroll 8
+            for (int t = 0; t < 8; t += 2) {
+                const __m512i w0 = _mm512_load_si512((const void *)(cp + 64 * t));
+                const __m512i w1 = _mm512_load_si512((const void *)(cp + 64 * t + 64));
+#pragma GCC unroll 4
+                for (int j = 0; j < nr; j++) {
+                    if (nr == 1 && (t & 2)) {
+                        s2 = _mm512_dpbusd_epi32(s2, w0, bcast4(a[j] + b * QK + 4 * t));
+                        s3 = _mm512_dpbusd_epi32(s3, w1, bcast4(a[j] + b * QK + 4 * t + 4));
+                        continue;
+                    }
+                    s0[j] = _mm512_dpbusd_epi32(s0[j], w0, bcast4(a[j] + b * QK + 4 * t));
+                    s1[j] = _mm512_dpbusd_epi32(s1[j], w1, bcast4(a[j] + b * QK + 4 * t + 4));
+                }
+            }
+        } else {
+#pragma GCC unroll 4
+            for (int t = 0; t < 4; t++) {
+                const __m512i v = _mm512_load_si512((const void *)(cp + 64 * t));
+                __m512i lo = _mm512_and_si512(v, m4);
+                __m512i hi = _mm512_and_si512(_mm512_srli_epi16(v, 4), m4);
+                if (is_q5(fmt)) {
+                    uint64_t ml, mh;
+                    memcpy(&ml, hb + b * 64 + 8 * t, 8);
+                    memcpy(&mh, hb + b * 64 + 8 * (t + 4), 8);
+                    lo = _mm512_mask_add_epi8(lo, _cvtu64_mask64(ml), lo, b16);
+                    hi = _mm512_mask_add_epi8(hi, _cvtu64_mask64(mh), hi, b16);
+                }
+#pragma GCC unroll 4
+                for (int j = 0; j < nr; j++) {
+                    if (nr == 1 && (t & 1)) {
+                        /* one activation row: two more chains, so that vpdpbusd's latency does
+                         * not bound the block */
+                        s2 = _mm512_dpbusd_epi32(s2, lo, bcast4(a[j] + b * QK + 4 * t));
+                        s3 = _mm512_dpbusd_epi32(s3, hi, bcast4(a[j] + b * QK + 16 + 4 * t));
+                        continue;
+                    }
+                    s0[j] = _mm512_dpbusd_epi32(s0[j], lo, bcast4(a[j] + b * QK + 4 * t));
+                    s1[j] = _mm512_dpbusd_epi32(s1[j], hi, bcast4(a[j] + b * QK + 16 + 4 * t));
+                }
+            }
+        }
+        if (nr == 1) s0[0] = _mm512_add_epi32(s0[0], _mm512_add_epi32(s2, s3));
+        const __m512 dw = _mm512_cvtph_ps(_mm256_load_si256((const __m256i *)(ds + b * 32)));
+        if (has_min(fmt)) {
+            const __m512 mw = _mm512_cvtph_ps(_mm256_load_si256((const __m256i *)(ms + b * 32)));
+#pragma GCC unroll 4
+            for (int j = 0; j < nr; j++) {
+                const __m512 f = _mm512_cvtepi32_ps(_mm512_add_epi32(s0[j], s1[j]));
+                acc[j] = _mm512_fmadd_ps(dw, _mm512_mul_ps(f, _mm512_set1_ps(dx[j][b])), acc[j]);
+                acc[j] = _mm512_fmadd_ps(mw, _mm512_set1_ps(sx[j][b]), acc[j]);
+            }
+        } else {
+#pragma GCC unroll 4
+            for (int j = 0; j < nr; j++) {
+                const __m512 f = _mm512_cvtepi32_ps(_mm512_add_epi32(s0[j], s1[j]));
+                const __m512 t = _mm512_fmadd_ps(f, _mm512_set1_ps(dx[j][b]), _mm512_set1_ps(-off * sx[j][b]));
+                acc[j] = _mm512_fmadd_ps(dw, t, acc[j]);
+            }
+        }
+    }
+#pragma GCC unroll 4
+    for (int j = 0; j < nr; j++) _mm512_mask_storeu_ps(y + j * ldy, rmask, acc[j]);
+}
+
+/* Activation rows per pass: their q8a rows stay in L2 while a block of groups runs over them (the
+ * same blocking as legacy_blocking.h; a multiple of 4 so that no result depends on the pass). */
+#define ACT_ROWS_PER_PASS 64
+#define W_BYTES_PER_BLOCK (128 * 1024)
+
+AI void groups_block(const int fmt, const fc_gemm_args *a, int64_t g0, int64_t g1, int64_t j0, int64_t j1) {
+    const int64_t nb = a->k / QK;
+    const size_t xs = a->xq_row_bytes, gs = group_stride(a->w_row_bytes);
+    for (int64_t g = g0; g < g1; g++) {
+        const uint8_t *gp = a->w + (size_t)g * gs;
+        const int64_t left = a->ldy - g * X16_ROWS; /* ldy is the row count */
+        const __mmask16 rm = left >= X16_ROWS ? (__mmask16)0xFFFF : (__mmask16)((1u << left) - 1);
+        float *y = a->y + g * X16_ROWS;
+        int64_t j = j0;
+        for (; j + 4 <= j1; j += 4) tile16(fmt, 4, gp, nb, a->xq + j * xs, xs, y + j * a->ldy, a->ldy, rm);
+        switch (j1 - j) {
+        case 3: tile16(fmt, 3, gp, nb, a->xq + j * xs, xs, y + j * a->ldy, a->ldy, rm); break;
+        case 2: tile16(fmt, 2, gp, nb, a->xq + j * xs, xs, y + j * a->ldy, a->ldy, rm); break;
+        case 1: tile16(fmt, 1, gp, nb, a->xq + j * xs, xs, y + j * a->ldy, a->ldy, rm); break;
+        default: break;
+        }
+    }
+}
+
+/* Rows [r0, r1): r0 a multiple of 16 (row_align), r1 too or the last row. */
+AI void gemm_x16(const int fmt, const fc_gemm_args *a, int64_t r0, int64_t r1) {
+    const int64_t g0 = r0 / X16_ROWS, g1 = (r1 + X16_ROWS - 1) / X16_ROWS, n = a->n;
+    if (n <= ACT_ROWS_PER_PASS) {
+        groups_block(fmt, a, g0, g1, 0, n);
+        return;
+    }
+    int64_t gb = (int64_t)(W_BYTES_PER_BLOCK / group_stride(a->w_row_bytes));
+    if (gb < 1) gb = 1;
+    for (int64_t b0 = g0; b0 < g1; b0 += gb) {
+        const int64_t b1 = g1 - b0 < gb ? g1 : b0 + gb;
+        for (int64_t j0 = 0; j0 < n; j0 += ACT_ROWS_PER_PASS)
+            groups_block(fmt, a, b0, b1, j0, n - j0 < ACT_ROWS_PER_PASS ? n : j0 + ACT_ROWS_PER_PASS);
+    }
+}
+
+#define X16_ENTRY(NAME, FMT, QTYPE)                                                                          \
+    static void gemm_##NAME##_x16(const fc_gemm_args *a, int64_t r0, int64_t r1) { gemm_x16(FMT, a, r0, r1); } \
+    static size_t packed_##NAME##_x16(int64_t rows, int64_t k) {                                             \
+        return x16_packed_bytes(fc_row_bytes(QTYPE, k), rows);                                               \
+    }                                                                                                        \
+    static void pack_##NAME##_x16(const uint8_t *src, size_t rb, int64_t rows, int64_t k, uint8_t *dst) {     \
+        pack_x16(FMT, src, rb, rows, k, dst);                                                                \
+    }
+
+X16_ENTRY(q4_0, F_Q4_0, FC_Q4_0)
+X16_ENTRY(q4_1, F_Q4_1, FC_Q4_1)
+X16_ENTRY(q5_0, F_Q5_0, FC_Q5_0)
+X16_ENTRY(q5_1, F_Q5_1, FC_Q5_1)
+X16_ENTRY(q8_0, F_Q8_0, FC_Q8_0)
+
+static void set_x16(fc_table *t, int qtype, void (*gemm)(const fc_gemm_args *, int64_t, int64_t),
+                    size_t (*packed)(int64_t, int64_t),
+                    void (*pack)(const uint8_t *, size_t, int64_t, int64_t, uint8_t *)) {
+    fc_qkernel k = t->q[qtype]; /* the q8a quantizer and dequantizer of this level */
+    k.gemm = gemm;
+    k.isa = FC_ISA_AVX512_VNNI;
+    k.layout = X16_LAYOUT;
+    k.packed_bytes = packed;
+    k.pack = pack;
+    k.row_align = X16_ROWS;
+    k.pack_segments = 1;
+    t->qp[qtype] = k;
+}
+
+FC_REG(legacyx16_avx512vnni) {
+    set_x16(t, FC_Q4_0, gemm_q4_0_x16, packed_q4_0_x16, pack_q4_0_x16);
+    set_x16(t, FC_Q4_1, gemm_q4_1_x16, packed_q4_1_x16, pack_q4_1_x16);
+    set_x16(t, FC_Q5_0, gemm_q5_0_x16, packed_q5_0_x16, pack_q5_0_x16);
+    set_x16(t, FC_Q5_1, gemm_q5_1_x16, packed_q5_1_x16, pack_q5_1_x16);
+    set_x16(t, FC_Q8_0, gemm_q8_0_x16, packed_q8_0_x16, pack_q8_0_x16);
+}
