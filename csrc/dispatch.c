@@ -54,7 +54,6 @@ static const struct { fc_isa isa; reg_fn fn; } regs[] = {
     {FC_ISA_AVX2, fc_register_kquant_avx2},      {FC_ISA_AVX2, fc_register_ops_avx2},
     {FC_ISA_AVX512, fc_register_float_avx512},   {FC_ISA_AVX512, fc_register_legacy_avx512},
     {FC_ISA_AVX512, fc_register_kquant_avx512},  {FC_ISA_AVX512, fc_register_ops_avx512},
-    {FC_ISA_AVX512_VNNI, fc_register_legacy_avx512vnni},
     {FC_ISA_AVX512_VNNI, fc_register_kquant_avx512vnni},
     /* after the GGUF-layout entries: the packed ones copy their quantizer */
     {FC_ISA_AVX512_VNNI, fc_register_legacyx16_avx512vnni},
@@ -261,6 +260,18 @@ int fc_gemm(int qtype, const void *w, int64_t rows, int64_t cols, const float *x
                     NULL);
 }
 
+/* A repacked copy is streamed once per token: 2 MiB pages where the kernel gives them spare the
+ * TLB misses of 4 KiB pages (the file's page cache, and fc_membw, get large pages too). */
+static int alloc_packed(void **p, size_t bytes) {
+    const size_t huge = 2u << 20;
+    if (bytes >= huge) {
+        if (posix_memalign(p, huge, (bytes + huge - 1) & ~(huge - 1))) return -1;
+        madvise(*p, bytes, MADV_HUGEPAGE);
+        return 0;
+    }
+    return posix_memalign(p, FC_ALIGN, bytes) ? -1 : 0;
+}
+
 int fc_weight_prepare(fc_weight *w, int qtype, const void *data, int64_t rows, int64_t cols) {
     const fc_table *t = fc_tab();
     const fc_qkernel *k = t->qp[qtype].gemm ? &t->qp[qtype] : &t->q[qtype];
@@ -277,7 +288,7 @@ int fc_weight_prepare(fc_weight *w, int qtype, const void *data, int64_t rows, i
     if (!k->gemm) return -2;
     if (k->layout != 0) {
         size_t nb = k->packed_bytes(rows, cols);
-        if (posix_memalign(&w->owned, FC_ALIGN, nb)) return -1;
+        if (alloc_packed(&w->owned, nb)) return -1;
         k->pack(data, w->row_bytes, rows, cols, w->owned);
         w->owned_bytes = nb;
         w->data = w->owned;
@@ -310,7 +321,7 @@ int fc_weight_prepare_segments(fc_weight *w, int qtype, const void *const *data,
         w->layout = pk->layout;
         w->src = data[0];
         const size_t nb = pk->packed_bytes(total, cols);
-        if (posix_memalign(&w->owned, FC_ALIGN, nb)) return -1;
+        if (alloc_packed(&w->owned, nb)) return -1;
         size_t off = 0;
         for (int s = 0; s < nseg; s++) {
             pk->pack(data[s], w->row_bytes, rows[s], cols, (uint8_t *)w->owned + off);

@@ -197,7 +197,6 @@ FC_REG(float_avx512bf16);
 FC_REG(legacy_scalar);
 FC_REG(legacy_avx2);
 FC_REG(legacy_avx512);
-FC_REG(legacy_avx512vnni);
 FC_REG(kquant_scalar);
 FC_REG(kquant_avx2);
 FC_REG(kquant_avx512);

@@ -1,6 +1,7 @@
-/* Body of legacy_avx512.c (LEGACY_VNNI 0: vpmaddubsw + vpmaddwd) and legacy_avx512vnni.c
- * (LEGACY_VNNI 1: vpdpbusd). Included only by those two files, so it is compiled with their
- * flags. See their headers for the instructions and overflow limits.
+/* Body of legacy_avx512.c (LEGACY_VNNI 0: vpmaddubsw + vpmaddwd). LEGACY_VNNI 1 (vpdpbusd) is
+ * kept for comparison builds only: the AVX-512 VNNI level reads these formats through
+ * legacyx16_avx512vnni.c (16-row tiles, packed or gathered). Included only by its .c file, so it
+ * is compiled with that file's flags. See their headers for the instructions and overflow limits.
  *
  * Two 32-value blocks fill one 512-bit register: lanes 0..7 of the int32 products belong to the
  * first block, 8..15 to the second, and the per-block scales are spread the same way

@@ -17,16 +17,18 @@
  * far inside int32, and < 2^24 so vcvtdq2ps is exact. Blocks are combined in float32.
  *
  * Layout of one group of 16 rows (rows past the end are zero: zero codes and zero scales), k
- * columns, nb = k / 32 blocks; sections one after the other, the group padded to 64 bytes:
- *   codes  nb x CB bytes: register t of block b (64 bytes) holds in dword lane r the bytes
+ * columns, nb = k / 32 blocks, in pairs of blocks (the last pair of an odd nb half zero) so that
+ * everything a pair needs is one run of whole 64-byte lines: one stream per thread, which the
+ * software prefetch below covers entirely. A pair of blocks b0, b1:
+ *   codes  2 x CB bytes: register t of block b (64 bytes) holds in dword lane r the bytes
  *          4t..4t+3 of row r's qs[] (CB = 256: Q4/Q5 nibble bytes, t < 4; the low nibbles are
  *          columns 4t..4t+3, the high ones 16+4t..; CB = 512: Q8_0 codes xor 0x80, t < 8)
- *   hbits  (Q5 only) nb x 64 bytes: 8 masks of 64 bits, mask u holds in bit 4r+i the fifth bit
- *          of row r's column 4u+i (u < 4) or 16+4(u-4)+i (u >= 4)
- *   d      nb x 16 fp16 scales, row r at lane r
- *   m      (Q4_1 / Q5_1) nb x 16 fp16 mins
- * A group holds exactly the bytes of its 16 GGUF rows (plus padding), so the layout costs no more
- * memory than the file, and it is additive over runs of whole groups (pack_segments).
+ *   hbits  (Q5 only) 2 x 64 bytes: 8 masks of 64 bits per block, mask u holds in bit 4r+i the
+ *          fifth bit of row r's column 4u+i (u < 4) or 16+4(u-4)+i (u >= 4)
+ *   d      2 x 16 fp16 scales, row r at lane r
+ *   m      (Q4_1 / Q5_1) 2 x 16 fp16 mins
+ * A group holds the bytes of its 16 GGUF rows (plus a half pair when nb is odd), so the layout
+ * costs no more memory than the file, and it is additive over runs of whole groups (pack_segments).
  */
 #include <immintrin.h>
 
@@ -48,45 +50,63 @@ AI int is_q5(int fmt) { return fmt == F_Q5_0 || fmt == F_Q5_1; }
 AI int has_min(int fmt) { return fmt == F_Q4_1 || fmt == F_Q5_1; }
 AI size_t code_bytes(int fmt) { return fmt == F_Q8_0 ? 512 : 256; }
 
-static size_t group_stride(size_t row_bytes) {
-    return (X16_ROWS * row_bytes + FC_ALIGN - 1) & ~(size_t)(FC_ALIGN - 1);
+/* bytes of one pair of blocks */
+AI size_t pair_bytes(int fmt) {
+    return 2 * code_bytes(fmt) + (is_q5(fmt) ? 128 : 0) + 64 + (has_min(fmt) ? 64 : 0);
 }
 
-static size_t x16_packed_bytes(size_t row_bytes, int64_t rows) {
-    return (size_t)((rows + X16_ROWS - 1) / X16_ROWS) * group_stride(row_bytes);
+static size_t group_stride(int fmt, int64_t k) { return (size_t)((k / QK + 1) / 2) * pair_bytes(fmt); }
+
+static size_t x16_packed_bytes(int fmt, int64_t k, int64_t rows) {
+    return (size_t)((rows + X16_ROWS - 1) / X16_ROWS) * group_stride(fmt, k);
+}
+
+/* Where block b's parts start in its group. */
+typedef struct {
+    const uint8_t *codes, *hbits, *d, *m;
+} x16_blk;
+
+AI x16_blk blk_at(int fmt, const uint8_t *gp, int64_t b) {
+    const size_t cb = code_bytes(fmt), h = (size_t)(b & 1);
+    const uint8_t *p = gp + (size_t)(b >> 1) * pair_bytes(fmt);
+    x16_blk r;
+    r.codes = p + h * cb;
+    r.hbits = p + 2 * cb + h * 64;
+    r.d = p + 2 * cb + (is_q5(fmt) ? 128 : 0) + h * 32;
+    r.m = r.d + 64;
+    return r;
 }
 
 static void pack_x16(const int fmt, const uint8_t *src, size_t rb, int64_t rows, int64_t k, uint8_t *dst) {
     const int64_t nb = k / QK;
-    const size_t bsz = blk_bytes[fmt], cb = code_bytes(fmt), gs = group_stride(rb);
+    const size_t bsz = blk_bytes[fmt], cb = code_bytes(fmt), gs = group_stride(fmt, k);
     const int64_t groups = (rows + X16_ROWS - 1) / X16_ROWS;
     memset(dst, 0, (size_t)groups * gs);
     for (int64_t g = 0; g < groups; g++) {
-        uint8_t *codes = dst + (size_t)g * gs;
-        uint8_t *hb = codes + (size_t)nb * cb;
-        uint8_t *ds = hb + (is_q5(fmt) ? (size_t)nb * 64 : 0);
-        uint8_t *ms = ds + (size_t)nb * 32;
+        uint8_t *gp = dst + (size_t)g * gs;
         for (int r = 0; r < X16_ROWS && g * X16_ROWS + r < rows; r++) {
             const uint8_t *row = src + (size_t)(g * X16_ROWS + r) * rb;
             for (int64_t b = 0; b < nb; b++) {
                 const uint8_t *blk = row + (size_t)b * bsz;
-                memcpy(ds + b * 32 + 2 * r, blk, 2);
-                if (has_min(fmt)) memcpy(ms + b * 32 + 2 * r, blk + 2, 2);
+                const x16_blk o = blk_at(fmt, gp, b);
+                uint8_t *codes = (uint8_t *)o.codes, *hb = (uint8_t *)o.hbits;
+                memcpy((uint8_t *)o.d + 2 * r, blk, 2);
+                if (has_min(fmt)) memcpy((uint8_t *)o.m + 2 * r, blk + 2, 2);
                 const uint8_t *qs = blk + qs_off[fmt];
                 for (size_t t = 0; t < cb / 64; t++)
                     for (int i = 0; i < 4; i++)
-                        codes[b * cb + 64 * t + 4 * r + i] = fmt == F_Q8_0 ? qs[4 * t + i] ^ 0x80 : qs[4 * t + i];
+                        codes[64 * t + 4 * r + i] = fmt == F_Q8_0 ? qs[4 * t + i] ^ 0x80 : qs[4 * t + i];
                 if (is_q5(fmt)) {
                     uint32_t qh;
                     memcpy(&qh, blk + qh_off[fmt], 4);
                     for (int u = 0; u < 8; u++) {
                         uint64_t mask;
-                        memcpy(&mask, hb + b * 64 + 8 * u, 8);
+                        memcpy(&mask, hb + 8 * u, 8);
                         for (int i = 0; i < 4; i++) {
                             const int col = u < 4 ? 4 * u + i : 16 + 4 * (u - 4) + i;
                             mask |= (uint64_t)((qh >> col) & 1) << (4 * r + i);
                         }
-                        memcpy(hb + b * 64 + 8 * u, &mask, 8);
+                        memcpy(hb + 8 * u, &mask, 8);
                     }
                 }
             }
@@ -100,20 +120,59 @@ AI __m512i bcast4(const int8_t *p) {
     return _mm512_set1_epi32(v);
 }
 
-/* Software prefetch distance on the code stream (bytes ahead). */
+/* Software prefetch of the one weight stream, X16_PF_BYTES ahead, into L2 (T1). Measured with 2
+ * threads on 256 MiB, paired with membw (Q4_0 / Q4_1 / Q8_0 ratio): no prefetch 0.58/0.58/0.58;
+ * T0 at 2/4/8 KiB 0.77-0.78/0.59-0.80/0.81-0.94; T1 at 4/6/8 KiB 0.85-0.87/0.80-0.90/0.92-0.94
+ * (T0 holds an L1 fill buffer per line until it arrives, which caps the lines in flight). */
 #ifndef X16_PF_BYTES
-#define X16_PF_BYTES 4096
+#define X16_PF_BYTES 8192
+#endif
+#ifndef X16_PF_HINT
+#define X16_PF_HINT _MM_HINT_T1
 #endif
 
-/* One group of 16 weight rows (at gp) against nr (1..4) activation rows at x; lane r of the result
- * for activation row j goes to y[j * ldy + r] for the rows in rmask. */
-AI void tile16(const int fmt, const int nr, const uint8_t *gp, int64_t nb, const uint8_t *x, size_t xs,
+/* Where a tile's 16 rows come from: a packed group, or 16 GGUF rows as stored (the twin kernel
+ * over the file's layout: the same registers, filled by gathers, so the same bits). */
+typedef struct {
+    const uint8_t *gp;  /* packed group, or NULL */
+    const uint8_t *raw; /* GGUF row of lane 0 (gp NULL) */
+    __m512i idx;        /* byte offset of lane r's row from raw: r * row bytes */
+    __mmask16 rm;       /* lanes whose rows exist; the others read as zero rows */
+} x16_src;
+
+/* Register t of block b: dword lane r = bytes 4t..4t+3 of row r's qs (Q8_0: xor 0x80). */
+AI __m512i src_codes(const int fmt, const x16_src *s, const x16_blk *o, int64_t b, int t) {
+    if (s->gp) return _mm512_load_si512((const void *)(o->codes + 64 * t));
+    const __m512i v = _mm512_mask_i32gather_epi32(_mm512_setzero_si512(), s->rm, s->idx,
+                                                  s->raw + b * blk_bytes[fmt] + qs_off[fmt] + 4 * t, 1);
+    return fmt == F_Q8_0 ? _mm512_mask_xor_epi32(v, s->rm, v, _mm512_set1_epi8((char)0x80)) : v;
+}
+
+/* The first dword of each row's block b: d in the low half, m (Q4_1/Q5_1) in the high half. */
+AI __m512i src_dm_raw(const int fmt, const x16_src *s, int64_t b) {
+    return _mm512_mask_i32gather_epi32(_mm512_setzero_si512(), s->rm, s->idx, s->raw + b * blk_bytes[fmt], 1);
+}
+
+/* Mask u of block b (layout comment); qh: the rows' fifth-bit words (raw only). */
+AI __mmask64 src_hmask(const x16_src *s, const x16_blk *o, __m512i qh, int u) {
+    if (s->gp) {
+        uint64_t m;
+        memcpy(&m, o->hbits + 8 * u, 8);
+        return _cvtu64_mask64(m);
+    }
+    const int col = u < 4 ? 4 * u : 16 + 4 * (u - 4);
+    /* the 4 bits of each lane copied to its 4 bytes, byte i keeping bit i */
+    const __m512i rep = _mm512_broadcast_i32x4(_mm_set_epi8(12, 12, 12, 12, 8, 8, 8, 8, 4, 4, 4, 4, 0, 0, 0, 0));
+    const __m512i v = _mm512_shuffle_epi8(_mm512_srli_epi32(qh, col), rep);
+    return _mm512_test_epi8_mask(v, _mm512_set1_epi32(0x08040201));
+}
+
+/* 16 weight rows (see x16_src) against nr (1..4) activation rows at x; lane r of the result for
+ * activation row j goes to y[j * ldy + r] for the rows in rmask. Each lane runs the same float
+ * recurrence over the blocks in order whatever the source, the grouping or nr. */
+AI void tile16(const int fmt, const int nr, const x16_src *src, int64_t nb, const uint8_t *x, size_t xs,
                float *y, int64_t ldy, __mmask16 rmask) {
-    const size_t cb = code_bytes(fmt);
-    const uint8_t *codes = gp;
-    const uint8_t *hb = codes + (size_t)nb * cb;
-    const uint8_t *ds = hb + (is_q5(fmt) ? (size_t)nb * 64 : 0);
-    const uint8_t *ms = ds + (size_t)nb * 32;
+    const uint8_t *gp = src->gp;
     const float off = fmt == F_Q4_0 ? 8.0f : fmt == F_Q5_0 ? 16.0f : fmt == F_Q8_0 ? 128.0f : 0.0f;
     const __m512i m4 = _mm512_set1_epi8(0x0F), b16 = _mm512_set1_epi8(0x10);
     const int8_t *a[4];
@@ -127,16 +186,23 @@ AI void tile16(const int fmt, const int nr, const uint8_t *gp, int64_t nb, const
         acc[j] = _mm512_setzero_ps();
     }
     for (int64_t b = 0; b < nb; b++) {
-        const uint8_t *cp = codes + (size_t)b * cb;
-        for (size_t o = 0; o < cb; o += 64) _mm_prefetch((const char *)(cp + X16_PF_BYTES + o), _MM_HINT_T0);
+        const x16_blk o = gp ? blk_at(fmt, gp, b) : (x16_blk){0};
+        if (gp) {
+            /* half a pair ahead per block: the whole stream, lines fetched twice at most */
+            const uint8_t *pf = gp + (size_t)b * (pair_bytes(fmt) / 2) + X16_PF_BYTES;
+            for (size_t l = 0; l < pair_bytes(fmt) / 2; l += 64) _mm_prefetch((const char *)(pf + l), X16_PF_HINT);
+        }
+        const __m512i qh = !gp && is_q5(fmt) ? _mm512_mask_i32gather_epi32(_mm512_setzero_si512(), src->rm,
+                                                   src->idx, src->raw + b * blk_bytes[fmt] + qh_off[fmt], 1)
+                                             : _mm512_setzero_si512();
         __m512i s0[4], s1[4], s2 = _mm512_setzero_si512(), s3 = _mm512_setzero_si512();
 #pragma GCC unroll 4
         for (int j = 0; j < nr; j++) s0[j] = s1[j] = _mm512_setzero_si512();
         if (fmt == F_Q8_0) {
 #pragma GCC unroll 8
             for (int t = 0; t < 8; t += 2) {
-                const __m512i w0 = _mm512_load_si512((const void *)(cp + 64 * t));
-                const __m512i w1 = _mm512_load_si512((const void *)(cp + 64 * t + 64));
+                const __m512i w0 = src_codes(fmt, src, &o, b, t);
+                const __m512i w1 = src_codes(fmt, src, &o, b, t + 1);
 #pragma GCC unroll 4
                 for (int j = 0; j < nr; j++) {
                     if (nr == 1 && (t & 2)) {
@@ -151,15 +217,12 @@ AI void tile16(const int fmt, const int nr, const uint8_t *gp, int64_t nb, const
         } else {
 #pragma GCC unroll 4
             for (int t = 0; t < 4; t++) {
-                const __m512i v = _mm512_load_si512((const void *)(cp + 64 * t));
+                const __m512i v = src_codes(fmt, src, &o, b, t);
                 __m512i lo = _mm512_and_si512(v, m4);
                 __m512i hi = _mm512_and_si512(_mm512_srli_epi16(v, 4), m4);
                 if (is_q5(fmt)) {
-                    uint64_t ml, mh;
-                    memcpy(&ml, hb + b * 64 + 8 * t, 8);
-                    memcpy(&mh, hb + b * 64 + 8 * (t + 4), 8);
-                    lo = _mm512_mask_add_epi8(lo, _cvtu64_mask64(ml), lo, b16);
-                    hi = _mm512_mask_add_epi8(hi, _cvtu64_mask64(mh), hi, b16);
+                    lo = _mm512_mask_add_epi8(lo, src_hmask(src, &o, qh, t), lo, b16);
+                    hi = _mm512_mask_add_epi8(hi, src_hmask(src, &o, qh, t + 4), hi, b16);
                 }
 #pragma GCC unroll 4
                 for (int j = 0; j < nr; j++) {
@@ -176,9 +239,11 @@ AI void tile16(const int fmt, const int nr, const uint8_t *gp, int64_t nb, const
             }
         }
         if (nr == 1) s0[0] = _mm512_add_epi32(s0[0], _mm512_add_epi32(s2, s3));
-        const __m512 dw = _mm512_cvtph_ps(_mm256_load_si256((const __m256i *)(ds + b * 32)));
+        const __m512i dm = gp ? _mm512_setzero_si512() : src_dm_raw(fmt, src, b);
+        const __m512 dw = _mm512_cvtph_ps(gp ? _mm256_load_si256((const __m256i *)o.d) : _mm512_cvtepi32_epi16(dm));
         if (has_min(fmt)) {
-            const __m512 mw = _mm512_cvtph_ps(_mm256_load_si256((const __m256i *)(ms + b * 32)));
+            const __m512 mw = _mm512_cvtph_ps(gp ? _mm256_load_si256((const __m256i *)o.m)
+                                                 : _mm512_cvtepi32_epi16(_mm512_srli_epi32(dm, 16)));
 #pragma GCC unroll 4
             for (int j = 0; j < nr; j++) {
                 const __m512 f = _mm512_cvtepi32_ps(_mm512_add_epi32(s0[j], s1[j]));
@@ -203,22 +268,28 @@ AI void tile16(const int fmt, const int nr, const uint8_t *gp, int64_t nb, const
 #define ACT_ROWS_PER_PASS 64
 #define W_BYTES_PER_BLOCK (128 * 1024)
 
+/* One 16-row source against activation rows [j0, j1), 4 at a time. */
+AI void tiles(const int fmt, const x16_src *src, int64_t nb, const fc_gemm_args *a, int64_t j0, int64_t j1,
+              float *y, __mmask16 rm) {
+    const size_t xs = a->xq_row_bytes;
+    int64_t j = j0;
+    for (; j + 4 <= j1; j += 4) tile16(fmt, 4, src, nb, a->xq + j * xs, xs, y + j * a->ldy, a->ldy, rm);
+    switch (j1 - j) {
+    case 3: tile16(fmt, 3, src, nb, a->xq + j * xs, xs, y + j * a->ldy, a->ldy, rm); break;
+    case 2: tile16(fmt, 2, src, nb, a->xq + j * xs, xs, y + j * a->ldy, a->ldy, rm); break;
+    case 1: tile16(fmt, 1, src, nb, a->xq + j * xs, xs, y + j * a->ldy, a->ldy, rm); break;
+    default: break;
+    }
+}
+
 AI void groups_block(const int fmt, const fc_gemm_args *a, int64_t g0, int64_t g1, int64_t j0, int64_t j1) {
     const int64_t nb = a->k / QK;
-    const size_t xs = a->xq_row_bytes, gs = group_stride(a->w_row_bytes);
+    const size_t gs = group_stride(fmt, a->k);
     for (int64_t g = g0; g < g1; g++) {
-        const uint8_t *gp = a->w + (size_t)g * gs;
         const int64_t left = a->ldy - g * X16_ROWS; /* ldy is the row count */
         const __mmask16 rm = left >= X16_ROWS ? (__mmask16)0xFFFF : (__mmask16)((1u << left) - 1);
-        float *y = a->y + g * X16_ROWS;
-        int64_t j = j0;
-        for (; j + 4 <= j1; j += 4) tile16(fmt, 4, gp, nb, a->xq + j * xs, xs, y + j * a->ldy, a->ldy, rm);
-        switch (j1 - j) {
-        case 3: tile16(fmt, 3, gp, nb, a->xq + j * xs, xs, y + j * a->ldy, a->ldy, rm); break;
-        case 2: tile16(fmt, 2, gp, nb, a->xq + j * xs, xs, y + j * a->ldy, a->ldy, rm); break;
-        case 1: tile16(fmt, 1, gp, nb, a->xq + j * xs, xs, y + j * a->ldy, a->ldy, rm); break;
-        default: break;
-        }
+        const x16_src src = {.gp = a->w + (size_t)g * gs};
+        tiles(fmt, &src, nb, a, j0, j1, a->y + g * X16_ROWS, rm);
     }
 }
 
@@ -229,7 +300,7 @@ AI void gemm_x16(const int fmt, const fc_gemm_args *a, int64_t r0, int64_t r1) {
         groups_block(fmt, a, g0, g1, 0, n);
         return;
     }
-    int64_t gb = (int64_t)(W_BYTES_PER_BLOCK / group_stride(a->w_row_bytes));
+    int64_t gb = (int64_t)(W_BYTES_PER_BLOCK / group_stride(fmt, a->k));
     if (gb < 1) gb = 1;
     for (int64_t b0 = g0; b0 < g1; b0 += gb) {
         const int64_t b1 = g1 - b0 < gb ? g1 : b0 + gb;
@@ -238,10 +309,40 @@ AI void gemm_x16(const int fmt, const fc_gemm_args *a, int64_t r0, int64_t r1) {
     }
 }
 
+/* The twin over GGUF rows as stored: rows [r0, r1) in runs of 16 from r0 (any r0: every lane's
+ * result is independent of its neighbours), the blocking as above. */
+AI void raw_rows(const int fmt, const fc_gemm_args *a, int64_t r0, int64_t r1, int64_t j0, int64_t j1) {
+    const int64_t nb = a->k / QK;
+    const __m512i lane = _mm512_set_epi32(15, 14, 13, 12, 11, 10, 9, 8, 7, 6, 5, 4, 3, 2, 1, 0);
+    const __m512i idx = _mm512_mullo_epi32(lane, _mm512_set1_epi32((int)a->w_row_bytes));
+    for (int64_t r = r0; r < r1; r += X16_ROWS) {
+        const int64_t left = r1 - r;
+        const __mmask16 rm = left >= X16_ROWS ? (__mmask16)0xFFFF : (__mmask16)((1u << left) - 1);
+        const x16_src src = {.raw = a->w + (size_t)r * a->w_row_bytes, .idx = idx, .rm = rm};
+        tiles(fmt, &src, nb, a, j0, j1, a->y + r, rm);
+    }
+}
+
+AI void gemm_raw16(const int fmt, const fc_gemm_args *a, int64_t r0, int64_t r1) {
+    const int64_t n = a->n;
+    if (n <= ACT_ROWS_PER_PASS) {
+        raw_rows(fmt, a, r0, r1, 0, n);
+        return;
+    }
+    int64_t rb = (int64_t)(W_BYTES_PER_BLOCK / (X16_ROWS * a->w_row_bytes)) * X16_ROWS;
+    if (rb < X16_ROWS) rb = X16_ROWS;
+    for (int64_t b0 = r0; b0 < r1; b0 += rb) {
+        const int64_t b1 = r1 - b0 < rb ? r1 : b0 + rb;
+        for (int64_t j0 = 0; j0 < n; j0 += ACT_ROWS_PER_PASS)
+            raw_rows(fmt, a, b0, b1, j0, n - j0 < ACT_ROWS_PER_PASS ? n : j0 + ACT_ROWS_PER_PASS);
+    }
+}
+
 #define X16_ENTRY(NAME, FMT, QTYPE)                                                                          \
     static void gemm_##NAME##_x16(const fc_gemm_args *a, int64_t r0, int64_t r1) { gemm_x16(FMT, a, r0, r1); } \
+    static void gemm_##NAME##_raw16(const fc_gemm_args *a, int64_t r0, int64_t r1) { gemm_raw16(FMT, a, r0, r1); } \
     static size_t packed_##NAME##_x16(int64_t rows, int64_t k) {                                             \
-        return x16_packed_bytes(fc_row_bytes(QTYPE, k), rows);                                               \
+        return x16_packed_bytes(FMT, k, rows);                                               \
     }                                                                                                        \
     static void pack_##NAME##_x16(const uint8_t *src, size_t rb, int64_t rows, int64_t k, uint8_t *dst) {     \
         pack_x16(FMT, src, rb, rows, k, dst);                                                                \
@@ -254,8 +355,12 @@ X16_ENTRY(q5_1, F_Q5_1, FC_Q5_1)
 X16_ENTRY(q8_0, F_Q8_0, FC_Q8_0)
 
 static void set_x16(fc_table *t, int qtype, void (*gemm)(const fc_gemm_args *, int64_t, int64_t),
-                    size_t (*packed)(int64_t, int64_t),
+                    void (*gemm_raw)(const fc_gemm_args *, int64_t, int64_t), size_t (*packed)(int64_t, int64_t),
                     void (*pack)(const uint8_t *, size_t, int64_t, int64_t, uint8_t *)) {
+    /* over the stored rows, the gather twin: a matrix gives the same bits packed or not (weights
+     * streamed from disk against the same weights resident) */
+    t->q[qtype].gemm = gemm_raw;
+    t->q[qtype].isa = FC_ISA_AVX512_VNNI;
     fc_qkernel k = t->q[qtype]; /* the q8a quantizer and dequantizer of this level */
     k.gemm = gemm;
     k.isa = FC_ISA_AVX512_VNNI;
@@ -268,9 +373,9 @@ static void set_x16(fc_table *t, int qtype, void (*gemm)(const fc_gemm_args *, i
 }
 
 FC_REG(legacyx16_avx512vnni) {
-    set_x16(t, FC_Q4_0, gemm_q4_0_x16, packed_q4_0_x16, pack_q4_0_x16);
-    set_x16(t, FC_Q4_1, gemm_q4_1_x16, packed_q4_1_x16, pack_q4_1_x16);
-    set_x16(t, FC_Q5_0, gemm_q5_0_x16, packed_q5_0_x16, pack_q5_0_x16);
-    set_x16(t, FC_Q5_1, gemm_q5_1_x16, packed_q5_1_x16, pack_q5_1_x16);
-    set_x16(t, FC_Q8_0, gemm_q8_0_x16, packed_q8_0_x16, pack_q8_0_x16);
+    set_x16(t, FC_Q4_0, gemm_q4_0_x16, gemm_q4_0_raw16, packed_q4_0_x16, pack_q4_0_x16);
+    set_x16(t, FC_Q4_1, gemm_q4_1_x16, gemm_q4_1_raw16, packed_q4_1_x16, pack_q4_1_x16);
+    set_x16(t, FC_Q5_0, gemm_q5_0_x16, gemm_q5_0_raw16, packed_q5_0_x16, pack_q5_0_x16);
+    set_x16(t, FC_Q5_1, gemm_q5_1_x16, gemm_q5_1_raw16, packed_q5_1_x16, pack_q5_1_x16);
+    set_x16(t, FC_Q8_0, gemm_q8_0_x16, gemm_q8_0_raw16, packed_q8_0_x16, pack_q8_0_x16);
 }
