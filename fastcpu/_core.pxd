@@ -30,6 +30,7 @@ cdef extern from "fastcpu/fastcpu.h" nogil:
     void fc_dequantize(int qtype, const void *src, float *dst, int64_t n)
     int fc_quantize(int qtype, const float *src, void *dst, int64_t n)
     double fc_membw(size_t nbytes, int threads, int passes)
+    int64_t fc_topk(const float *x, int64_t n, int64_t k, int64_t *idx)
     ctypedef struct fc_weight:
         int qtype
         int layout

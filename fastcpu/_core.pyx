@@ -3,6 +3,8 @@
 this layer only re-checks what would make the C code read or write out of bounds."""
 from libc.stdint cimport int64_t, uint8_t
 
+import numpy as np
+
 FEATURE_NAMES = ("sse42", "avx", "avx2", "fma", "f16c", "avx512f", "avx512bw", "avx512vl",
                  "avx512dq", "avx512_vnni", "avx512_bf16", "avx_vnni", "amx_tile", "amx_int8",
                  "amx_bf16", "os_avx", "os_avx512", "os_amx", "amx_permitted")
@@ -130,6 +132,21 @@ def membw(size_t nbytes, int threads, int passes):
     if r < 0:
         raise MemoryError("could not allocate the bandwidth buffer")
     return r
+
+
+def topk(const float[::1] x, int64_t k):
+    """int64 indices of the k largest values of x, best first (ties: lower index first)."""
+    if k < 0:
+        raise ValueError("k must be >= 0")
+    cdef int64_t n = x.shape[0]
+    if k > n:
+        k = n
+    out = np.empty(k, dtype=np.int64)
+    cdef int64_t[::1] o = out
+    if k > 0:
+        with nogil:
+            fc_topk(&x[0], n, k, &o[0])
+    return out
 
 
 cdef class PreparedWeight:

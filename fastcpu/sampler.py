@@ -12,6 +12,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from . import _core
+
 
 @dataclass
 class SamplerParams:
@@ -82,9 +84,9 @@ def sample(logits: np.ndarray, rng: np.random.Generator | None, p: SamplerParams
     n = logits.shape[0]
     idx = None  # candidate i is token idx[i] (None: token i)
     if 0 < p.top_k < n:
-        # select on the float32 row itself (no negated or float64 copy of the whole vocabulary:
-        # this select is most of a decode step's Python time)
-        idx = np.argpartition(logits, n - p.top_k)[n - p.top_k:]
+        # one pass over the float32 row in C (np.argpartition partitioned the whole vocabulary:
+        # 2% of a SmolLM2 decode step); ties at the cut go to the lower token id
+        idx = _core.topk(np.ascontiguousarray(logits, dtype=np.float32), p.top_k)
         x = logits[idx].astype(np.float64)
     else:
         x = logits.astype(np.float64)

@@ -115,3 +115,15 @@ def test_seeded_generator_is_reproducible():
 def test_bad_params(kw, err):
     with pytest.raises(err):
         SamplerParams(**kw).validate()
+
+
+@pytest.mark.parametrize("n,k", [(1, 1), (3, 2), (17, 16), (33, 40), (1023, 1), (49152, 40), (5000, 300)])
+def test_topk_matches_stable_argsort(n, k):
+    """The C top-k select (fastcpu._core.topk) against NumPy: best first, ties to the lower id."""
+    from fastcpu import _core
+
+    rng = np.random.default_rng(n * 131 + k)
+    for x in (rng.standard_normal(n).astype(np.float32),
+              np.round(rng.standard_normal(n) * 2).astype(np.float32)):  # many ties
+        want = np.argsort(-x.astype(np.float64), kind="stable")[:k]
+        np.testing.assert_array_equal(_core.topk(x, k), want)

@@ -159,6 +159,9 @@ FC_API int fc_quantize(int qtype, const float *src, void *dst, int64_t n);
 /* Streaming-read bandwidth of this machine in bytes/s over `bytes` bytes
  * (first-touched by the reading threads), median of `passes` passes (at most 63). */
 FC_API double fc_membw(size_t bytes, int threads, int passes);
+/* Indices of the k largest of x[0..n) (k clipped to n), best first, ties to the lower index;
+ * returns how many were written to idx. */
+FC_API int64_t fc_topk(const float *x, int64_t n, int64_t k, int64_t *idx);
 
 /* Default thread count (physical cores). */
 FC_API int fc_default_threads(void);
