@@ -53,17 +53,11 @@ def prepared(qtype: str, w: np.ndarray):
     return _core.PreparedWeight(kernels.qtype_id(qtype), w, w.shape[0], COLS)
 
 
-def time_call(fn, reps: int) -> float:
-    fn()  # warm: page faults, thread pool start
-    ts = []
-    for _ in range(reps):
-        t0 = time.perf_counter()
-        fn()
-        ts.append(time.perf_counter() - t0)
-    return statistics.median(ts)
-
-
 def measure(isa: str, qtype: str, n: int, mb: int, threads: int, reps: int) -> dict | None:
+    """Timed calls paired with membw passes: each call right after a read pass of the yardstick, so
+    that on a shared host, whose bandwidth on offer drifts by 2x within a minute, every ratio
+    compares like with like. Reported: medians of the calls, of the passes, and of the per-pair
+    ratios (the figure of merit)."""
     with kernels.use_isa(isa):
         if not kernels.qtype_supported(qtype):
             return None
@@ -71,10 +65,19 @@ def measure(isa: str, qtype: str, n: int, mb: int, threads: int, reps: int) -> d
         pw = prepared(qtype, w)
         x = np.random.default_rng(2).standard_normal((n, COLS)).astype(np.float32)
         y = np.empty((n, w.shape[0]), np.float32)
-        t = time_call(lambda: pw.gemm(x, y, threads), reps)
+        pw.gemm(x, y, threads)  # warm: page faults, thread pool start
+        ts, bws = [], []
+        for _ in range(reps):
+            bws.append(kernels.membw(256 << 20, threads=threads, passes=1))
+            t0 = time.perf_counter()
+            pw.gemm(x, y, threads)
+            ts.append(time.perf_counter() - t0)
+        gbs = [w.nbytes / t / 1e9 for t in ts]
         return {"isa": isa, "kernel_isa": kernels.kernel_isa_for(qtype), "qtype": qtype, "n": n,
                 "rows": w.shape[0], "cols": COLS, "weight_bytes": int(w.nbytes),
-                "layout": pw.layout, "seconds": t, "weight_gbs": w.nbytes / t / 1e9}
+                "layout": pw.layout, "seconds": statistics.median(ts),
+                "weight_gbs": statistics.median(gbs), "membw_gbs": statistics.median(bws),
+                "ratio": statistics.median(g / b for g, b in zip(gbs, bws))}
 
 
 def run(mb: int, threads: int, reps: int, isas, formats, ns) -> dict:
@@ -83,15 +86,9 @@ def run(mb: int, threads: int, reps: int, isas, formats, ns) -> dict:
     for qtype in formats:
         for isa in isas:
             for n in ns:
-                # membw again right before each case: on a shared host the bandwidth on offer drifts
-                # within a run, and the ratio should compare like with like
-                bw_case = kernels.membw(256 << 20, threads=threads, passes=3)
                 r = measure(isa, qtype, n, mb, threads, reps)
-                if r is None:
-                    continue
-                r["membw_gbs"] = bw_case
-                r["ratio"] = r["weight_gbs"] / bw_case
-                results.append(r)
+                if r is not None:
+                    results.append(r)
     weights.cache_clear()
     # measured again at the end: a big drift means the numbers above are noisy (shared host)
     bw_end = kernels.membw(max(mb, 256) << 20, threads=threads, passes=7)
@@ -152,7 +149,8 @@ def main(argv=None) -> int:
         return 0
     print(f"membw ({a.threads} threads): {out['membw_gbs']:.2f} GB/s at start, "
           f"{out['membw_end_gbs']:.2f} GB/s at end; weights {a.mb} MiB per format")
-    print(f"{'format':6} {'isa':12} {'kernel':12} {'n':>3} {'ms':>8} {'weight GB/s':>12} {'membw':>7} {'ratio':>6}")
+    print(f"{'format':6} {'isa':12} {'kernel':12} {'n':>3} {'ms':>8} {'weight GB/s':>12} {'membw':>7} {'ratio':>6}"
+          "   (medians; ratio: median of call/membw pairs)")
     for r in out["results"]:
         print(f"{r['qtype']:6} {r['isa']:12} {r['kernel_isa']:12} {r['n']:3d} {r['seconds'] * 1e3:8.2f} "
               f"{r['weight_gbs']:12.2f} {r['membw_gbs']:7.2f} {r['ratio']:6.2f}")
