@@ -38,6 +38,7 @@ cdef extern from "model/llama.h" nogil:
         int n_vocab, dim, n_layers, n_heads, n_kv_heads, head_dim, hidden, n_ctx, max_batch
         int rope_neox, threads
         float rms_eps, attn_scale
+        int src_mapped
     ctypedef struct fc_llama:
         pass
     int FC_LOGITS_NONE, FC_LOGITS_LAST, FC_LOGITS_ALL
@@ -123,6 +124,7 @@ cdef class Engine:
         c.max_batch = config["max_batch"]
         c.threads = config["threads"]
         c.rope_neox = 1 if config.get("rope_neox") else 0
+        c.src_mapped = 1 if config.get("src_mapped") and stream is None else 0
         c.rms_eps = float(config["rms_eps"])
         c.attn_scale = float(config.get("attn_scale", c.head_dim ** -0.5))
         for name, v in (("n_vocab", c.n_vocab), ("dim", c.dim), ("n_layers", c.n_layers), ("n_heads", c.n_heads),

@@ -289,6 +289,8 @@ class Model:
             from . import stream as _stream
 
             self.stream, self.stream_plan, onorm = _stream.setup(f, cfg, ram_budget, stream_options, layers, onorm)
+        econf["src_mapped"] = self.stream is None and _all_mapped(f, [emb, out] + [
+            L[k] for L in layers for k in ("wq", "wk", "wv", "wo", "w_gate", "w_up", "w_down")])
         self.engine = _engine.Engine(econf, emb, onorm, out, layers, self.inv_freq, stream=self.stream)
         if self.stream is None:
             _release_mapped_pages(f)
@@ -313,3 +315,21 @@ def _release_mapped_pages(f) -> None:
             mm.madvise(mmap.MADV_DONTNEED)
         except OSError:  # advice only
             pass
+
+
+def _all_mapped(f, mats) -> bool:
+    """True when every matrix's bytes lie in the file's memory mapping (the engine may then drop
+    their pages once repacked; see fc_llama_config.src_mapped)."""
+    mm = getattr(f, "_mm", None)
+    buf = getattr(f, "_buf", None)
+    if mm is None or buf is None:
+        return False
+    lo = buf.ctypes.data
+    hi = lo + buf.nbytes
+    for m in mats:
+        if m is None:
+            continue
+        a = m[1]
+        if not (lo <= a.ctypes.data and a.ctypes.data + a.nbytes <= hi):
+            return False
+    return True

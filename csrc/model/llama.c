@@ -92,9 +92,22 @@ static void *concat_rows(fc_llama *m, const fc_llama_tensor *t, const int64_t *r
     return p;
 }
 
-static int prepare(fc_llama *m, fc_weight *w, int qtype, const void *data, int64_t rows, int64_t cols) {
+/* After a matrix was repacked from the file mapping (src_mapped): its pages leave this process's
+ * resident set. Whole pages only; a page it shares with a neighbour is dropped too, harmlessly
+ * (read-only file pages fault back in). */
+static void drop_source(const fc_llama *m, const fc_weight *w, const void *data, int64_t rows) {
+    if (!m->c.src_mapped || w->layout == 0) return;
+    const uintptr_t pg = 4096, a = (uintptr_t)data & ~(pg - 1);
+    const uintptr_t b = ((uintptr_t)data + (uintptr_t)rows * w->row_bytes + pg - 1) & ~(pg - 1);
+    madvise((void *)a, b - a, MADV_DONTNEED);
+}
+
+/* from_file: data points into the model file's mapping (else into memory of the engine's own) */
+static int prepare(fc_llama *m, fc_weight *w, int qtype, const void *data, int64_t rows, int64_t cols,
+                   int from_file) {
     if (fc_weight_prepare(w, qtype, data, rows, cols)) return -1; /* -1: no memory, -2: no kernel */
     m->alloc_bytes += w->owned_bytes;
+    if (from_file) drop_source(m, w, data, rows);
     return 0;
 }
 
@@ -111,6 +124,8 @@ static int prepare_group(fc_llama *m, fc_weight *ws[], const fc_llama_tensor *t,
         for (int i = 0; i < n; i++) segs[i] = t[i].data;
         const int rc = fc_weight_prepare_segments(ws[0], t[0].qtype, segs, rows, n, cols);
         if (rc == 0) {
+            m->alloc_bytes += ws[0]->owned_bytes;
+            for (int i = 0; i < n; i++) drop_source(m, ws[0], t[i].data, rows[i]);
             *fused = 1;
             return 0;
         }
@@ -121,12 +136,12 @@ static int prepare_group(fc_llama *m, fc_weight *ws[], const fc_llama_tensor *t,
         *cat = concat_rows(m, t, rows, n, rb);
         if (!*cat) return -1;
         /* kept even when the kernel repacks: small batches may read the stored layout */
-        if (prepare(m, ws[0], t[0].qtype, *cat, total, cols)) return -1;
+        if (prepare(m, ws[0], t[0].qtype, *cat, total, cols, 0)) return -1;
         *fused = 1;
         return 0;
     }
     for (int i = 0; i < n; i++)
-        if (prepare(m, ws[i], t[i].qtype, t[i].data, rows[i], cols)) return -1;
+        if (prepare(m, ws[i], t[i].qtype, t[i].data, rows[i], cols, 1)) return -1;
     return 0;
 }
 
@@ -235,15 +250,15 @@ fc_llama *fc_llama_create_src(const fc_llama_config *cfg, fc_llama_tensor token_
         int64_t gu_rows[2] = {hidden, hidden};
         fc_weight *gu_w[2] = {&L->wgu, &L->wup};
         if (prepare_group(m, gu_w, gu, gu_rows, 2, dim, &L->cat_gu, &L->fused_gu)) goto oom;
-        if (prepare(m, &L->wo, s->wo.qtype, s->wo.data, dim, m->q_dim)) goto oom;
-        if (prepare(m, &L->wdown, s->w_down.qtype, s->w_down.data, dim, hidden)) goto oom;
+        if (prepare(m, &L->wo, s->wo.qtype, s->wo.data, dim, m->q_dim, 1)) goto oom;
+        if (prepare(m, &L->wdown, s->w_down.qtype, s->w_down.data, dim, hidden, 1)) goto oom;
         const fc_weight *all[] = {&L->wqkv, &L->wk, &L->wv, &L->wo, &L->wgu, &L->wup, &L->wdown};
         for (size_t i = 0; i < sizeof all / sizeof all[0]; i++)
             if (all[i]->kernel) work = max_sz(work, fc_gemm_w_work_bytes(all[i], B));
     }
     fc_llama_tensor o = output.data ? output : token_embd;
     if (src) prepare_plain(&m->out, o.qtype, c->n_vocab, dim);
-    else if (prepare(m, &m->out, o.qtype, o.data, c->n_vocab, dim)) goto oom;
+    else if (prepare(m, &m->out, o.qtype, o.data, c->n_vocab, dim, 1)) goto oom;
     work = max_sz(work, fc_gemm_w_work_bytes(&m->out, B));
 
     const size_t kv = (size_t)c->n_layers * (size_t)c->n_ctx * (size_t)m->kv_dim * sizeof(float);

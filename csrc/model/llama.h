@@ -49,6 +49,11 @@ typedef struct {
     int threads;    /* <= 0: physical cores */
     float rms_eps;
     float attn_scale; /* usually 1/sqrt(head_dim) */
+    /* 1: every weight pointer lies in a read-only mapping of the model file: once a matrix is
+     * repacked into memory of the engine's own, its pages are dropped from the mapping (they
+     * fault back in from the page cache if read again), so that the file is not resident twice
+     * while loading. Never set it for anonymous memory (the drop would zero it). */
+    int src_mapped;
 } fc_llama_config;
 
 typedef struct fc_llama fc_llama;
