@@ -57,6 +57,7 @@ static const struct { fc_isa isa; reg_fn fn; } regs[] = {
     {FC_ISA_AVX512_VNNI, fc_register_kquant_avx512vnni},
     /* after the GGUF-layout entries: the packed ones copy their quantizer */
     {FC_ISA_AVX512_VNNI, fc_register_legacyx16_avx512vnni},
+    {FC_ISA_AVX512_VNNI, fc_register_kquantx16_avx512vnni},
     {FC_ISA_AVX512_BF16, fc_register_float_avx512bf16},
     {FC_ISA_AMX, fc_register_amx_amx},
     {FC_ISA_AMX_SIM, fc_register_amx_amxsim},
