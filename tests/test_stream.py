@@ -63,9 +63,12 @@ def test_streamed_logits_equal_resident(isa, tiny, extra):
     m = Model(tiny, ctx=64, ram_budget=lo + extra)
     assert m.stream is not None and m.stream_plan.streamed_bytes > 0
     got = _run(m)
-    repacked = kernels.Prepared(np.zeros((16, 18 * 8), np.uint8), "Q4_0").layout != 0
+    # Streamed matrices are read as stored. Every level's kernel over stored rows computes the
+    # same bits as its packed twin (x16 at avx512_vnni), except the AMX tiles, whose stored-row
+    # fallback is the level below: there the resident model differs in rounding only.
+    tiles = isa in ("amx", "amx_sim")
     for a, b in zip(ref, got):
-        if repacked:
+        if tiles:
             assert np.abs(a - b).max() <= STREAM_REPACKED_RTOL * np.abs(a).max()
         else:
             assert np.array_equal(a, b)

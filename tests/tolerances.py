@@ -187,7 +187,7 @@ MODEL_FLOAT_RTOL = 1e-4
 MODEL_BF16_RTOL = 2e-2
 
 # Streamed weights (fastcpu.stream) run the GGUF-layout kernels; where the level repacks weights
-# for its preferred kernels (AMX tiles and their model) the resident model accumulates in another
-# order: float32 rounding through a few layers, relative to the largest logit. Elsewhere the two
-# run the same kernels and must agree bitwise.
+# for AMX tiles (and their model) the resident model accumulates in another order: float32
+# rounding through a few layers, relative to the largest logit. Elsewhere the stored-layout kernel
+# is the packed kernel's twin (same per-row float recurrence) and the two must agree bitwise.
 STREAM_REPACKED_RTOL = 1e-4
