@@ -10,11 +10,28 @@
  * rows (dword lane r = row r), so one vpdpbusd against 4 broadcast activation bytes advances 16
  * rows at once, and the 16 rows' scales are decoded together with dword-lane operations.
  *
+ * The twin over GGUF rows as stored (t->q[], registered here too): the NumPy API's
+ * kernels.gemv/gemm and, above all, weight streaming (fastcpu/stream.py, csrc/model/stream.c)
+ * read the rows as the file stores them, and a streamed model must give the resident (packed)
+ * model's logits bit for bit. So the stored-row kernel is the packed one with another source
+ * (k16_src): per super-block it gathers each row's bytes (vpgatherdd, dword lane r at r * row
+ * bytes, lanes past the last row masked to zero) and builds the very register values the packed
+ * record loads (Q4_K/Q5_K: the same codes, scale words, d and dmin, and for Q5_K the same 5-bit
+ * codes; Q6_K: the same codes, D as 4q, from GGUF's nibbles and 2-bit crumbs, and the same int8
+ * scales), then runs the same code: every row gets the same integer sub-block sums and the same
+ * float operations on the same values, in the same order. Each lane's recurrence is its own, so
+ * the twin's runs of 16 rows may start at any row, and GEMV equals each row of a GEMM. One
+ * gather per 64 bytes of weights (exactly the block's bytes: nothing is read twice, nothing past
+ * the matrix) costs it ~0.4-0.55x the packed kernel's speed in L2 (GEMV, ~15-18 GB/s against
+ * ~30-38, one core, noisy host), far above disk speed; a software prefetch of the 16 rows'
+ * next blocks measured no gain (the hardware prefetchers follow 16 streams).
+ *
  * Instructions: vpdpbusd zmm (u8 weight codes x s8 activations), vpbroadcastd, vpandd / vpandnd /
  * vpsrlw / vpternlogd to split the codes, kmovq + masked vpaddb for the fifth bit of Q5_K,
  * vpsrld / vpternlogd / vpshufb to decode and pick one 6-bit scale or min per row, vpdpwssd for
  * the mins, vpmovsxbd for Q6_K's int8 scales, vpmovsxwd + vpsllvd for its chain starts,
- * vcvtph2ps (16 fp16 scales), vcvtdq2ps, vfmadd231ps, masked vmovups for a group's last rows.
+ * vcvtph2ps (16 fp16 scales), vcvtdq2ps, vfmadd231ps, masked vmovups for a group's last rows;
+ * the twin: masked vpgatherdd, vpmovdw for d and dmin, vpslld + vpsrad for Q6_K's scales.
  * Software prefetch (X16_PF_BYTES ahead, one per 64-byte load as it is issued): a burst of a
  * record's 35-52 prefetches at the top of each super-block cost ~8% in L2.
  *
@@ -179,13 +196,39 @@ AI __m512i dup_ctrl(int s) {
 
 /* K ? X : Y per bit */
 #define SELECT(K, X, Y) _mm512_ternarylogic_epi32((K), (X), (Y), 0xCA)
+/* (A & B) | C per bit */
+#define AND_OR(A, B, C) _mm512_ternarylogic_epi32((A), (B), (C), 0xEA)
 
-/* One group of 16 Q4_K/Q5_K weight rows (at gp) against nr (1..4) activation rows at x; lane r of
- * the result for activation row j goes to y[j * ldy + r] for the rows in rmask. */
-AI void tile16_q45(const int fmt, const int nr, const uint8_t *gp, int64_t nb, const uint8_t *x, size_t xs,
-                   float *y, int64_t ldy, __mmask16 rmask) {
-    const size_t rec = rec_bytes[fmt];
-    const uint8_t *ds = gp + (size_t)nb * rec;
+/* Where a tile's 16 rows come from: a packed group, or 16 GGUF rows as stored (the twin, see the
+ * top). `stored` is a constant at every call site, so each source is compiled on its own and the
+ * packed kernel carries no test of it. */
+typedef struct {
+    const uint8_t *gp;  /* packed group (packed source) */
+    const uint8_t *raw; /* GGUF row of lane 0 (stored source) */
+    __m512i idx;        /* byte offset of lane r's row from raw: r * row bytes */
+    __mmask16 rm;       /* lanes whose rows exist; the others read as zero rows */
+} k16_src;
+
+/* Dword lane r: the 4 bytes at p + r * row bytes (p inside lane 0's super-block b, so every lane
+ * reads inside its own row's block b: never past the matrix) */
+AI __m512i gather4(const k16_src *s, const uint8_t *p) {
+    return _mm512_mask_i32gather_epi32(_mm512_setzero_si512(), s->rm, s->idx, p, 1);
+}
+
+/* Bit k of each byte to bit 4 of the same byte (16-bit shifts: bit 4 only ever comes from its own
+ * byte; the caller keeps bit 4 alone). */
+AI __m512i bit_to_4(__m512i v, int k) {
+    return k < 4 ? _mm512_slli_epi16(v, 4 - k) : k > 4 ? _mm512_srli_epi16(v, k - 4) : v;
+}
+
+/* 16 Q4_K/Q5_K weight rows (see k16_src) against nr (1..4) activation rows at x; lane r of the
+ * result for activation row j goes to y[j * ldy + r] for the rows in rmask. The stored source
+ * gathers the same bytes into the same registers (codes, the 3 scale words, d and dmin), and
+ * Q5_K's fifth bits into the same code values; everything after that is shared. */
+AI void tile16_q45(const int fmt, const int nr, const int stored, const k16_src *src, int64_t nb,
+                   const uint8_t *x, size_t xs, float *y, int64_t ldy, __mmask16 rmask) {
+    const size_t rec = rec_bytes[fmt], qs_off = fmt == F_Q5_K ? 48 : 16;
+    const uint8_t *ds = stored ? NULL : src->gp + (size_t)nb * rec;
     const __m512i m4 = _mm512_set1_epi8(0x0F), b16 = _mm512_set1_epi8(0x10), lo6 = _mm512_set1_epi8(0x3F);
     /* Q4_K's odd sub-blocks are summed as 16 q (see the top) */
     const __m512 hi_scale = _mm512_set1_ps(fmt == F_Q4_K ? 1.0f / 16.0f : 1.0f);
@@ -197,14 +240,26 @@ AI void tile16_q45(const int fmt, const int nr, const uint8_t *gp, int64_t nb, c
         acc[j] = _mm512_setzero_ps();
     }
     for (int64_t b = 0; b < nb; b++) {
-        const uint8_t *rp = gp + (size_t)b * rec;
-        for (size_t o = 2048; o < rec; o += 64) _mm_prefetch((const char *)(rp + X16_PF_BYTES + o), _MM_HINT_T0);
-        _mm_prefetch((const char *)(ds + (b + 4) * 64), _MM_HINT_T0);
-        const __m512i w0 = _mm512_load_si512((const void *)(rp + sc_off[fmt]));
-        const __m512i w1 = _mm512_load_si512((const void *)(rp + sc_off[fmt] + 64));
-        const __m512i w2 = _mm512_load_si512((const void *)(rp + sc_off[fmt] + 128));
-        const __m512 dw = _mm512_cvtph_ps(_mm256_load_si256((const __m256i *)(ds + b * 64)));
-        const __m512 mw = _mm512_cvtph_ps(_mm256_load_si256((const __m256i *)(ds + b * 64 + 32)));
+        const uint8_t *rp = stored ? NULL : src->gp + (size_t)b * rec;
+        const uint8_t *blk = stored ? src->raw + (size_t)b * blk_bytes[fmt] : NULL;
+        __m512i w0, w1, w2;
+        __m512 dw, mw;
+        if (stored) {
+            w0 = gather4(src, blk + 4);
+            w1 = gather4(src, blk + 8);
+            w2 = gather4(src, blk + 12);
+            const __m512i dm = gather4(src, blk); /* d in the low half, dmin in the high one */
+            dw = _mm512_cvtph_ps(_mm512_cvtepi32_epi16(dm));
+            mw = _mm512_cvtph_ps(_mm512_cvtepi32_epi16(_mm512_srli_epi32(dm, 16)));
+        } else {
+            for (size_t o = 2048; o < rec; o += 64) _mm_prefetch((const char *)(rp + X16_PF_BYTES + o), _MM_HINT_T0);
+            _mm_prefetch((const char *)(ds + (b + 4) * 64), _MM_HINT_T0);
+            w0 = _mm512_load_si512((const void *)(rp + sc_off[fmt]));
+            w1 = _mm512_load_si512((const void *)(rp + sc_off[fmt] + 64));
+            w2 = _mm512_load_si512((const void *)(rp + sc_off[fmt] + 128));
+            dw = _mm512_cvtph_ps(_mm256_load_si256((const __m256i *)(ds + b * 64)));
+            mw = _mm512_cvtph_ps(_mm256_load_si256((const __m256i *)(ds + b * 64 + 32)));
+        }
         /* kq_scale_min on 16 rows: bytes s of m03 / m47 are m[s] / m[4+s] (sc likewise) */
         const __m512i m03 = _mm512_and_si512(w1, lo6);
         const __m512i m47 = _mm512_and_si512(SELECT(m4, _mm512_srli_epi32(w2, 4), _mm512_srli_epi32(w1, 2)), lo6);
@@ -215,6 +270,9 @@ AI void tile16_q45(const int fmt, const int nr, const uint8_t *gp, int64_t nb, c
          * activation row the odd sub-blocks go to a second chain, mn2) */
         __m512i mn[4], mn2 = _mm512_setzero_si512();
         __m512 f[4];
+        /* Q5_K stored: qh[u] holds in lane r bytes 4u..4u+3 of row r's qh, the fifth bits of
+         * register t = 8c + u (bit 2c for its low nibbles, 2c+1 for its high ones) */
+        __m512i qh[8];
 #pragma GCC unroll 4
         for (int j = 0; j < nr; j++) {
             mn[j] = _mm512_setzero_si512();
@@ -236,18 +294,30 @@ AI void tile16_q45(const int fmt, const int nr, const uint8_t *gp, int64_t nb, c
             for (int j = 0; j < nr; j++) s0[j] = s1[j] = _mm512_setzero_si512();
 #pragma GCC unroll 8
             for (int t = 0; t < 8; t++) {
-                _mm_prefetch((const char *)(rp + X16_PF_BYTES + 64 * (8 * c + t)), _MM_HINT_T0);
-                const __m512i v = _mm512_load_si512((const void *)(rp + 64 * (8 * c + t)));
+                __m512i v;
+                if (stored) {
+                    v = gather4(src, blk + qs_off + 4 * (8 * c + t));
+                    if (fmt == F_Q5_K && c == 0) qh[t] = gather4(src, blk + 16 + 4 * t);
+                } else {
+                    _mm_prefetch((const char *)(rp + X16_PF_BYTES + 64 * (8 * c + t)), _MM_HINT_T0);
+                    v = _mm512_load_si512((const void *)(rp + 64 * (8 * c + t)));
+                }
                 __m512i lo = _mm512_and_si512(v, m4), hi;
                 if (fmt == F_Q5_K) {
-                    /* kmovq k, m64 takes a port-5 uop (measured, as vpshufb does): these 64 per
-                     * super-block are most of why Q5_K needs ~1.6x Q4_K's cycles in L2 */
-                    uint64_t ml, mh;
-                    memcpy(&ml, rp + 2048 + 16 * (8 * c + t), 8);
-                    memcpy(&mh, rp + 2048 + 16 * (8 * c + t) + 8, 8);
                     hi = _mm512_and_si512(_mm512_srli_epi16(v, 4), m4);
-                    lo = _mm512_mask_add_epi8(lo, _cvtu64_mask64(ml), lo, b16);
-                    hi = _mm512_mask_add_epi8(hi, _cvtu64_mask64(mh), hi, b16);
+                    if (stored) {
+                        /* the nibbles' bit 4 is clear: the fifth bit goes in with a select */
+                        lo = SELECT(b16, bit_to_4(qh[t], s), lo);
+                        hi = SELECT(b16, bit_to_4(qh[t], s + 1), hi);
+                    } else {
+                        /* kmovq k, m64 takes a port-5 uop (measured, as vpshufb does): these 64
+                         * per super-block are most of why Q5_K needs ~1.6x Q4_K's cycles in L2 */
+                        uint64_t ml, mh;
+                        memcpy(&ml, rp + 2048 + 16 * (8 * c + t), 8);
+                        memcpy(&mh, rp + 2048 + 16 * (8 * c + t) + 8, 8);
+                        lo = _mm512_mask_add_epi8(lo, _cvtu64_mask64(ml), lo, b16);
+                        hi = _mm512_mask_add_epi8(hi, _cvtu64_mask64(mh), hi, b16);
+                    }
                 } else {
                     hi = _mm512_andnot_si512(m4, v);
                 }
@@ -290,13 +360,15 @@ AI void tile16_q45(const int fmt, const int nr, const uint8_t *gp, int64_t nb, c
     for (int j = 0; j < nr; j++) _mm512_mask_storeu_ps(y + j * ldy, rmask, acc[j]);
 }
 
-/* The same for Q6_K. */
-AI void tile16_q6(const int nr, const uint8_t *gp, int64_t nb, const uint8_t *x, size_t xs, float *y, int64_t ldy,
-                  __mmask16 rmask) {
+/* The same for Q6_K. The stored source builds the packed registers' values from GGUF's nibbles
+ * and crumbs: the same codes (D as 4q, so that the chain starts and scales below are shared). */
+AI void tile16_q6(const int nr, const int stored, const k16_src *src, int64_t nb, const uint8_t *x, size_t xs,
+                  float *y, int64_t ldy, __mmask16 rmask) {
     const size_t rec = rec_bytes[F_Q6_K];
-    const uint8_t *ds = gp + (size_t)nb * rec;
+    const uint8_t *ds = stored ? NULL : src->gp + (size_t)nb * rec;
     const __m512i lo6 = _mm512_set1_epi8(0x3F), top6 = _mm512_set1_epi8((char)0xFC);
     const __m512i k_c0 = _mm512_set1_epi8((char)0xC0), k_f0 = _mm512_set1_epi8((char)0xF0);
+    const __m512i m4 = _mm512_set1_epi8(0x0F), k_30 = _mm512_set1_epi8(0x30), k_3c = _mm512_set1_epi8(0x3C);
     /* chain starts: -32 * bsums[g] (groups of A, B, C), -128 * bsums[g] (D, read as 4q) */
     const __m512i start_shift = _mm512_set_epi32(7, 7, 7, 7, 5, 5, 5, 5, 5, 5, 5, 5, 5, 5, 5, 5);
     const __m512 quarter = _mm512_set1_ps(0.25f);
@@ -309,10 +381,23 @@ AI void tile16_q6(const int nr, const uint8_t *gp, int64_t nb, const uint8_t *x,
         acc[j] = _mm512_setzero_ps();
     }
     for (int64_t b = 0; b < nb; b++) {
-        const uint8_t *rp = gp + (size_t)b * rec;
-        for (size_t o = 3072; o < rec; o += 64) _mm_prefetch((const char *)(rp + X16_PF_BYTES + o), _MM_HINT_T0);
-        _mm_prefetch((const char *)(ds + (b + 8) * 32), _MM_HINT_T0);
-        const __m512 dw = _mm512_cvtph_ps(_mm256_load_si256((const __m256i *)(ds + b * 32)));
+        const uint8_t *rp = stored ? NULL : src->gp + (size_t)b * rec;
+        const uint8_t *blk = stored ? src->raw + (size_t)b * blk_bytes[F_Q6_K] : NULL;
+        __m512 dw;
+        /* stored: sw[u] holds in lane r the int8 scales 4u..4u+3 of row r; hq[0][u] / hq[1][u] its
+         * qh bytes 4u..4u+3 / 32+4u.., gathered once for triples u and 8+u */
+        __m512i sw[4], hq[2][8];
+        if (stored) {
+            /* d is the block's last 2 bytes: the dword ending there, high half (a dword at d
+             * would read 2 bytes past the block, past the matrix in its last row) */
+            dw = _mm512_cvtph_ps(_mm512_cvtepi32_epi16(_mm512_srli_epi32(gather4(src, blk + 206), 16)));
+#pragma GCC unroll 4
+            for (int u = 0; u < 4; u++) sw[u] = gather4(src, blk + 192 + 4 * u);
+        } else {
+            for (size_t o = 3072; o < rec; o += 64) _mm_prefetch((const char *)(rp + X16_PF_BYTES + o), _MM_HINT_T0);
+            _mm_prefetch((const char *)(ds + (b + 8) * 32), _MM_HINT_T0);
+            dw = _mm512_cvtph_ps(_mm256_load_si256((const __m256i *)(ds + b * 32)));
+        }
         __m512 f[4];
 #pragma GCC unroll 4
         for (int j = 0; j < nr; j++) {
@@ -334,18 +419,36 @@ AI void tile16_q6(const int nr, const uint8_t *gp, int64_t nb, const uint8_t *x,
 #pragma GCC unroll 4
             for (int pp = 0; pp < 4; pp++) {
                 const int p = 4 * qt + pp;
-                _mm_prefetch((const char *)(rp + X16_PF_BYTES + 192 * p), _MM_HINT_T0);
-                _mm_prefetch((const char *)(rp + X16_PF_BYTES + 192 * p + 64), _MM_HINT_T0);
-                _mm_prefetch((const char *)(rp + X16_PF_BYTES + 192 * p + 128), _MM_HINT_T0);
-                const __m512i r0 = _mm512_load_si512((const void *)(rp + 192 * p));
-                const __m512i r1 = _mm512_load_si512((const void *)(rp + 192 * p + 64));
-                const __m512i r2 = _mm512_load_si512((const void *)(rp + 192 * p + 128));
-                const __m512i qa = _mm512_and_si512(r0, lo6);
-                const __m512i qb = _mm512_and_si512(r1, lo6);
-                const __m512i qc = _mm512_and_si512(r2, lo6);
-                /* 4 q_D: bits 6-7 from r0, 4-5 from r1 (>> 2), 2-3 from r2 (>> 4), 0-1 cleared */
-                const __m512i t = SELECT(k_c0, r0, _mm512_srli_epi16(r1, 2));
-                const __m512i qd = _mm512_and_si512(SELECT(k_f0, t, _mm512_srli_epi16(r2, 4)), top6);
+                __m512i qa, qb, qc, qd;
+                if (stored) {
+                    /* columns A = 4p+i, B = 64+A: ql[4p+i] low / high nibble, qh[4(p%8)+i] bits
+                     * sh+1..sh / sh+5..sh+4; C = 128+A, D = 192+A: the same from ql[64+4p+i] and
+                     * qh[32+4(p%8)+i] (sh = 2 (p / 8), kquant_common.h) */
+                    const int sh = p < 8 ? 0 : 2;
+                    const __m512i la = gather4(src, blk + 4 * p), lc = gather4(src, blk + 64 + 4 * p);
+                    if (p < 8) {
+                        hq[0][p] = gather4(src, blk + 128 + 4 * p);
+                        hq[1][p] = gather4(src, blk + 160 + 4 * p);
+                    }
+                    const __m512i ha = hq[0][p & 7], hc = hq[1][p & 7];
+                    qa = AND_OR(la, m4, _mm512_and_si512(_mm512_slli_epi16(ha, 4 - sh), k_30));
+                    qb = AND_OR(_mm512_srli_epi16(la, 4), m4, _mm512_and_si512(_mm512_srli_epi16(ha, sh), k_30));
+                    qc = AND_OR(lc, m4, _mm512_and_si512(_mm512_slli_epi16(hc, 4 - sh), k_30));
+                    qd = AND_OR(_mm512_srli_epi16(lc, 2), k_3c, _mm512_and_si512(_mm512_slli_epi16(hc, 2 - sh), k_c0));
+                } else {
+                    _mm_prefetch((const char *)(rp + X16_PF_BYTES + 192 * p), _MM_HINT_T0);
+                    _mm_prefetch((const char *)(rp + X16_PF_BYTES + 192 * p + 64), _MM_HINT_T0);
+                    _mm_prefetch((const char *)(rp + X16_PF_BYTES + 192 * p + 128), _MM_HINT_T0);
+                    const __m512i r0 = _mm512_load_si512((const void *)(rp + 192 * p));
+                    const __m512i r1 = _mm512_load_si512((const void *)(rp + 192 * p + 64));
+                    const __m512i r2 = _mm512_load_si512((const void *)(rp + 192 * p + 128));
+                    qa = _mm512_and_si512(r0, lo6);
+                    qb = _mm512_and_si512(r1, lo6);
+                    qc = _mm512_and_si512(r2, lo6);
+                    /* 4 q_D: bits 6-7 from r0, 4-5 from r1 (>> 2), 2-3 from r2 (>> 4), 0-1 cleared */
+                    const __m512i t = SELECT(k_c0, r0, _mm512_srli_epi16(r1, 2));
+                    qd = _mm512_and_si512(SELECT(k_f0, t, _mm512_srli_epi16(r2, 4)), top6);
+                }
 #pragma GCC unroll 4
                 for (int j = 0; j < nr; j++) {
                     const int8_t *q = xa[j][b].qs + 4 * p;
@@ -355,12 +458,22 @@ AI void tile16_q6(const int nr, const uint8_t *gp, int64_t nb, const uint8_t *x,
                     cd[j] = _mm512_dpbusd_epi32(cd[j], qd, bcast4(q + 192));
                 }
             }
-            const uint8_t *sp = rp + 3072;
-            const __m512 sa = _mm512_cvtepi32_ps(_mm512_cvtepi8_epi32(_mm_load_si128((const __m128i *)(sp + 16 * qt))));
-            const __m512 sb = _mm512_cvtepi32_ps(_mm512_cvtepi8_epi32(_mm_load_si128((const __m128i *)(sp + 16 * (4 + qt)))));
-            const __m512 sc = _mm512_cvtepi32_ps(_mm512_cvtepi8_epi32(_mm_load_si128((const __m128i *)(sp + 16 * (8 + qt)))));
-            const __m512 sd = _mm512_mul_ps(
-                _mm512_cvtepi32_ps(_mm512_cvtepi8_epi32(_mm_load_si128((const __m128i *)(sp + 16 * (12 + qt))))), quarter);
+            __m512i ia, ib, ic, id; /* group scales, int32 */
+            if (stored) {
+                /* byte qt of sw[u] is group 4u + qt's scale, sign-extended in place */
+                ia = _mm512_srai_epi32(_mm512_slli_epi32(sw[0], 24 - 8 * qt), 24);
+                ib = _mm512_srai_epi32(_mm512_slli_epi32(sw[1], 24 - 8 * qt), 24);
+                ic = _mm512_srai_epi32(_mm512_slli_epi32(sw[2], 24 - 8 * qt), 24);
+                id = _mm512_srai_epi32(_mm512_slli_epi32(sw[3], 24 - 8 * qt), 24);
+            } else {
+                const uint8_t *sp = rp + 3072;
+                ia = _mm512_cvtepi8_epi32(_mm_load_si128((const __m128i *)(sp + 16 * qt)));
+                ib = _mm512_cvtepi8_epi32(_mm_load_si128((const __m128i *)(sp + 16 * (4 + qt))));
+                ic = _mm512_cvtepi8_epi32(_mm_load_si128((const __m128i *)(sp + 16 * (8 + qt))));
+                id = _mm512_cvtepi8_epi32(_mm_load_si128((const __m128i *)(sp + 16 * (12 + qt))));
+            }
+            const __m512 sa = _mm512_cvtepi32_ps(ia), sb = _mm512_cvtepi32_ps(ib), sc = _mm512_cvtepi32_ps(ic);
+            const __m512 sd = _mm512_mul_ps(_mm512_cvtepi32_ps(id), quarter);
 #pragma GCC unroll 4
             for (int j = 0; j < nr; j++) {
                 f[j] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(ca[j]), sa, f[j]);
@@ -376,10 +489,10 @@ AI void tile16_q6(const int nr, const uint8_t *gp, int64_t nb, const uint8_t *x,
     for (int j = 0; j < nr; j++) _mm512_mask_storeu_ps(y + j * ldy, rmask, acc[j]);
 }
 
-AI void tile16(const int fmt, const int nr, const uint8_t *gp, int64_t nb, const uint8_t *x, size_t xs, float *y,
-               int64_t ldy, __mmask16 rmask) {
-    if (fmt == F_Q6_K) tile16_q6(nr, gp, nb, x, xs, y, ldy, rmask);
-    else tile16_q45(fmt, nr, gp, nb, x, xs, y, ldy, rmask);
+AI void tile16(const int fmt, const int nr, const int stored, const k16_src *src, int64_t nb, const uint8_t *x,
+               size_t xs, float *y, int64_t ldy, __mmask16 rmask) {
+    if (fmt == F_Q6_K) tile16_q6(nr, stored, src, nb, x, xs, y, ldy, rmask);
+    else tile16_q45(fmt, nr, stored, src, nb, x, xs, y, ldy, rmask);
 }
 
 /* Activation rows per pass: their kq_act rows stay in L2 while a block of groups runs over them
@@ -388,22 +501,28 @@ AI void tile16(const int fmt, const int nr, const uint8_t *gp, int64_t nb, const
 #define ACT_ROWS_PER_PASS 64
 #define W_BYTES_PER_BLOCK (128 * 1024)
 
+/* One 16-row source against activation rows [j0, j1), 4 at a time. */
+AI void tiles(const int fmt, const int stored, const k16_src *src, int64_t nb, const fc_gemm_args *a, int64_t j0,
+              int64_t j1, float *y, __mmask16 rm) {
+    const size_t xs = a->xq_row_bytes;
+    int64_t j = j0;
+    for (; j + 4 <= j1; j += 4) tile16(fmt, 4, stored, src, nb, a->xq + j * xs, xs, y + j * a->ldy, a->ldy, rm);
+    switch (j1 - j) {
+    case 3: tile16(fmt, 3, stored, src, nb, a->xq + j * xs, xs, y + j * a->ldy, a->ldy, rm); break;
+    case 2: tile16(fmt, 2, stored, src, nb, a->xq + j * xs, xs, y + j * a->ldy, a->ldy, rm); break;
+    case 1: tile16(fmt, 1, stored, src, nb, a->xq + j * xs, xs, y + j * a->ldy, a->ldy, rm); break;
+    default: break;
+    }
+}
+
 AI void groups_block(const int fmt, const fc_gemm_args *a, int64_t g0, int64_t g1, int64_t j0, int64_t j1) {
     const int64_t nb = a->k / KQ_QK;
-    const size_t xs = a->xq_row_bytes, gs = group_stride(a->w_row_bytes);
+    const size_t gs = group_stride(a->w_row_bytes);
     for (int64_t g = g0; g < g1; g++) {
-        const uint8_t *gp = a->w + (size_t)g * gs;
         const int64_t left = a->ldy - g * X16_ROWS; /* ldy is the row count */
         const __mmask16 rm = left >= X16_ROWS ? (__mmask16)0xFFFF : (__mmask16)((1u << left) - 1);
-        float *y = a->y + g * X16_ROWS;
-        int64_t j = j0;
-        for (; j + 4 <= j1; j += 4) tile16(fmt, 4, gp, nb, a->xq + j * xs, xs, y + j * a->ldy, a->ldy, rm);
-        switch (j1 - j) {
-        case 3: tile16(fmt, 3, gp, nb, a->xq + j * xs, xs, y + j * a->ldy, a->ldy, rm); break;
-        case 2: tile16(fmt, 2, gp, nb, a->xq + j * xs, xs, y + j * a->ldy, a->ldy, rm); break;
-        case 1: tile16(fmt, 1, gp, nb, a->xq + j * xs, xs, y + j * a->ldy, a->ldy, rm); break;
-        default: break;
-        }
+        const k16_src src = {.gp = a->w + (size_t)g * gs};
+        tiles(fmt, 0, &src, nb, a, j0, j1, a->y + g * X16_ROWS, rm);
     }
 }
 
@@ -423,8 +542,38 @@ AI void gemm_x16(const int fmt, const fc_gemm_args *a, int64_t r0, int64_t r1) {
     }
 }
 
+/* The twin over GGUF rows as stored: rows [r0, r1) in runs of 16 from r0 (any r0: every lane's
+ * result is independent of its neighbours), the blocking as above. */
+AI void raw_rows(const int fmt, const fc_gemm_args *a, int64_t r0, int64_t r1, int64_t j0, int64_t j1) {
+    const int64_t nb = a->k / KQ_QK;
+    const __m512i lane = _mm512_set_epi32(15, 14, 13, 12, 11, 10, 9, 8, 7, 6, 5, 4, 3, 2, 1, 0);
+    const __m512i idx = _mm512_mullo_epi32(lane, _mm512_set1_epi32((int)a->w_row_bytes));
+    for (int64_t r = r0; r < r1; r += X16_ROWS) {
+        const int64_t left = r1 - r;
+        const __mmask16 rm = left >= X16_ROWS ? (__mmask16)0xFFFF : (__mmask16)((1u << left) - 1);
+        const k16_src src = {.raw = a->w + (size_t)r * a->w_row_bytes, .idx = idx, .rm = rm};
+        tiles(fmt, 1, &src, nb, a, j0, j1, a->y + r, rm);
+    }
+}
+
+AI void gemm_raw16(const int fmt, const fc_gemm_args *a, int64_t r0, int64_t r1) {
+    const int64_t n = a->n;
+    if (n <= ACT_ROWS_PER_PASS) {
+        raw_rows(fmt, a, r0, r1, 0, n);
+        return;
+    }
+    int64_t rb = (int64_t)(W_BYTES_PER_BLOCK / (X16_ROWS * a->w_row_bytes)) * X16_ROWS;
+    if (rb < X16_ROWS) rb = X16_ROWS;
+    for (int64_t b0 = r0; b0 < r1; b0 += rb) {
+        const int64_t b1 = r1 - b0 < rb ? r1 : b0 + rb;
+        for (int64_t j0 = 0; j0 < n; j0 += ACT_ROWS_PER_PASS)
+            raw_rows(fmt, a, b0, b1, j0, n - j0 < ACT_ROWS_PER_PASS ? n : j0 + ACT_ROWS_PER_PASS);
+    }
+}
+
 #define X16_ENTRY(NAME, FMT, QTYPE)                                                                          \
     static void gemm_##NAME##_x16(const fc_gemm_args *a, int64_t r0, int64_t r1) { gemm_x16(FMT, a, r0, r1); } \
+    static void gemm_##NAME##_raw16(const fc_gemm_args *a, int64_t r0, int64_t r1) { gemm_raw16(FMT, a, r0, r1); } \
     static size_t packed_##NAME##_x16(int64_t rows, int64_t k) {                                             \
         return x16_packed_bytes(fc_row_bytes(QTYPE, k), rows);                                               \
     }                                                                                                        \
@@ -437,24 +586,29 @@ X16_ENTRY(q5_K, F_Q5_K, FC_Q5_K)
 X16_ENTRY(q6_K, F_Q6_K, FC_Q6_K)
 
 static void set_x16(fc_table *t, int qtype, void (*gemm)(const fc_gemm_args *, int64_t, int64_t),
-                    size_t (*packed)(int64_t, int64_t),
+                    void (*gemm_raw)(const fc_gemm_args *, int64_t, int64_t), size_t (*packed)(int64_t, int64_t),
                     void (*pack)(const uint8_t *, size_t, int64_t, int64_t, uint8_t *)) {
-    /* The standard-order quantizer, not t->q[qtype].quantize: this level's Q4_K/Q5_K GGUF-layout
-     * entries store their activations swapped (kq_quantize_act_swapped_avx2). */
-    t->qp[qtype] = (fc_qkernel){.act_row_bytes = kq_act_row_bytes,
-                                .quantize = kq_quantize_act_avx2,
-                                .gemm = gemm,
-                                .dequantize = t->q[qtype].dequantize,
-                                .isa = FC_ISA_AVX512_VNNI,
-                                .layout = K16_LAYOUT,
-                                .packed_bytes = packed,
-                                .pack = pack,
-                                .row_align = X16_ROWS,
-                                .pack_segments = 1};
+    /* Over the stored rows, the gather twin: a matrix gives the same bits packed or not (weights
+     * streamed from disk against the same weights resident). Both read kq_act in the standard
+     * order; the avx512 level below stores Q4_K/Q5_K activations swapped
+     * (kq_quantize_act_swapped_avx2), so the quantizer is set here with the kernel, never
+     * inherited. The dequantizer is the level below's. */
+    t->q[qtype].act_row_bytes = kq_act_row_bytes;
+    t->q[qtype].quantize = kq_quantize_act_avx2;
+    t->q[qtype].gemm = gemm_raw;
+    t->q[qtype].isa = FC_ISA_AVX512_VNNI;
+    fc_qkernel k = t->q[qtype];
+    k.gemm = gemm;
+    k.layout = K16_LAYOUT;
+    k.packed_bytes = packed;
+    k.pack = pack;
+    k.row_align = X16_ROWS;
+    k.pack_segments = 1;
+    t->qp[qtype] = k;
 }
 
 FC_REG(kquantx16_avx512vnni) {
-    set_x16(t, FC_Q4_K, gemm_q4_K_x16, packed_q4_K_x16, pack_q4_K_x16);
-    set_x16(t, FC_Q5_K, gemm_q5_K_x16, packed_q5_K_x16, pack_q5_K_x16);
-    set_x16(t, FC_Q6_K, gemm_q6_K_x16, packed_q6_K_x16, pack_q6_K_x16);
+    set_x16(t, FC_Q4_K, gemm_q4_K_x16, gemm_q4_K_raw16, packed_q4_K_x16, pack_q4_K_x16);
+    set_x16(t, FC_Q5_K, gemm_q5_K_x16, gemm_q5_K_raw16, packed_q5_K_x16, pack_q5_K_x16);
+    set_x16(t, FC_Q6_K, gemm_q6_K_x16, gemm_q6_K_raw16, packed_q6_K_x16, pack_q6_K_x16);
 }
