@@ -54,8 +54,7 @@ static const struct { fc_isa isa; reg_fn fn; } regs[] = {
     {FC_ISA_AVX2, fc_register_kquant_avx2},      {FC_ISA_AVX2, fc_register_ops_avx2},
     {FC_ISA_AVX512, fc_register_float_avx512},   {FC_ISA_AVX512, fc_register_legacy_avx512},
     {FC_ISA_AVX512, fc_register_kquant_avx512},  {FC_ISA_AVX512, fc_register_ops_avx512},
-    {FC_ISA_AVX512_VNNI, fc_register_kquant_avx512vnni},
-    /* after the GGUF-layout entries: the packed ones copy their quantizer */
+    /* each fills its formats' stored-row (q) and packed (qp) entries, quantizer and kernel together */
     {FC_ISA_AVX512_VNNI, fc_register_legacyx16_avx512vnni},
     {FC_ISA_AVX512_VNNI, fc_register_kquantx16_avx512vnni},
     {FC_ISA_AVX512_BF16, fc_register_float_avx512bf16},

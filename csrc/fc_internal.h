@@ -200,7 +200,6 @@ FC_REG(legacy_avx512);
 FC_REG(kquant_scalar);
 FC_REG(kquant_avx2);
 FC_REG(kquant_avx512);
-FC_REG(kquant_avx512vnni);
 FC_REG(legacyx16_avx512vnni);
 FC_REG(kquantx16_avx512vnni);
 FC_REG(ops_scalar);

@@ -1,6 +1,9 @@
 /* Body of the AVX-512 K-quant kernels, included by kquant_avx512.c (KQ_VNNI 0: AVX-512BW
- * vpmaddubsw + vpmaddwd) and kquant_avx512vnni.c (KQ_VNNI 1: vpdpbusd + vpdpwssd). Not a kernel
- * file of its own: it is compiled with the flags of the file that includes it.
+ * vpmaddubsw + vpmaddwd). KQ_VNNI 1 (vpdpbusd + vpdpwssd) is kept for comparison builds only
+ * (a file with the _avx512vnni suffix defining it and including this one): the AVX-512 VNNI
+ * level reads these formats through kquantx16_avx512vnni.c (16-row tiles, packed or gathered,
+ * the same bits either way). Not a kernel file of its own: it is compiled with the flags of the
+ * file that includes it.
  *
  * Weights are unpacked 64 per zmm (one "chunk"). Q4_K/Q5_K: one 64-byte nibble load gives two
  * chunks, low nibbles = sub-blocks {0,2} and high = {1,3} (then {4,6}, {5,7}); their activations

@@ -1,8 +1,8 @@
 /* K-quant block layouts (GGUF, bit-exact with ggml's block_q4_K / block_q5_K / block_q6_K) and the
- * activation format of the K-quant kernels (kq_act; the AVX-512 Q4_K/Q5_K entries store its values
- * in a swapped order, see kq_quantize_act_swapped_avx2). An entry's quantize and gemm always go
- * together: never feed one level's activations to another level's gemm. Plain C (the AVX2 helpers
- * at the end are compiled only into the SIMD files). */
+ * activation format of the K-quant kernels (kq_act; the avx512 level's Q4_K/Q5_K entries store
+ * its values in a swapped order, see kq_quantize_act_swapped_avx2). An entry's quantize and gemm
+ * always go together: never feed one level's activations to another level's gemm. Plain C (the
+ * AVX2 helpers at the end are compiled only into the SIMD files). */
 #ifndef FC_KQUANT_COMMON_H
 #define FC_KQUANT_COMMON_H
 
