@@ -134,11 +134,43 @@ def test_packed_batch_invariant(packed):
         np.testing.assert_array_equal(p.gemm(X[j:j + 1], threads=1)[0], Y[j], err_msg=f"row {j}")
 
 
+# Levels whose kernel over stored GGUF rows is not the packed kernel's twin: the AMX tiles' stored-row
+# fallback is the level below, which rounds differently.
+NOT_TWINS = {"amx", "amx_sim"}
+
+
+@_params()
+def test_packed_equals_stored(packed):
+    """The kernel over the GGUF rows as stored (kernels.gemm/gemv, and weight streaming, which always
+    reads stored rows) is the packed kernel's gather twin: the same bits for any rows, batch and
+    thread split, so a streamed model gives the resident model's logits exactly; and a GEMV equals
+    its row of a GEMM."""
+    isa, qtype = packed
+    if isa in NOT_TWINS:
+        pytest.skip(f"{isa}: the stored-row fallback is the level below, not a twin")
+    for cols in cols_for(qtype):
+        rng = _rng("twin", qtype, cols)
+        for rows in ROWS:
+            w = random_weights(qtype, rows, cols, rng)
+            p = kernels.prepare(w, qtype)
+            for n in NS:
+                X = activations(n, cols, rng)
+                what = f"{qtype} @ {isa} rows={rows} cols={cols} n={n}"
+                for threads in (1, 3):
+                    Y = p.gemm(X, threads=threads)
+                    np.testing.assert_array_equal(kernels.gemm(w, qtype, X, threads=threads), Y,
+                                                  err_msg=f"{what} threads={threads}")
+                if n == 5:
+                    for i in range(n):
+                        np.testing.assert_array_equal(kernels.gemv(w, qtype, X[i], threads=1), Y[i],
+                                                      err_msg=f"{what} gemv row {i}")
+
 @pytest.mark.parametrize("packed", ["Q4_K", "Q5_K", "Q6_K"], indirect=True)
 @pytest.mark.parametrize("n", [1, 9])
 def test_packed_kquant_extremes(packed, n):
     """Every code and sub-scale at its extreme against activations at +-127: the integer sums at
-    their bounds (see test_kquant_extremes.py, which covers the GGUF-layout kernels)."""
+    their bounds (see test_kquant_extremes.py, which covers the GGUF-layout kernels); the stored-row
+    twin gives the same bits there too."""
     from test_kquant_extremes import _extreme_weights
 
     isa, qtype = packed
@@ -149,7 +181,10 @@ def test_packed_kquant_extremes(packed, n):
     X[1::2] *= -1.0
     if n > 2:
         X[2] *= np.where(rng.random(cols) < 0.5, -1.0, 1.0).astype(np.float32)
-    _check(qtype, w, X, kernels.prepare(w, qtype).gemm(X, threads=2), f"{qtype} @ {isa} n={n}")
+    Y = kernels.prepare(w, qtype).gemm(X, threads=2)
+    _check(qtype, w, X, Y, f"{qtype} @ {isa} n={n}")
+    if isa not in NOT_TWINS:
+        np.testing.assert_array_equal(kernels.gemm(w, qtype, X, threads=2), Y, err_msg=f"{qtype} @ {isa} n={n}")
 
 
 # ---------------------------------------------------------------- segments (C API)

@@ -56,11 +56,31 @@ def _run(m):
     return out
 
 
+@pytest.fixture(scope="module", params=["Q4_K", "Q5_K"])
+def tiny_kq(request, tmp_path_factory):
+    """K-quant layers with a Q6_K embedding and output: the three formats of the K16 kernels."""
+    d = tmp_path_factory.mktemp("stream")
+    return mm.make_model(str(d / f"{request.param}.gguf"), "tiny", format=request.param, embed_format="Q6_K",
+                         tokenizer="none", vocab=320, seed=7, layers=4)
+
+
 @pytest.mark.parametrize("extra", [0, 150_000, 400_000])
 def test_streamed_logits_equal_resident(isa, tiny, extra):
-    ref = _run(Model(tiny, ctx=64))
-    lo = _minimum(tiny)
-    m = Model(tiny, ctx=64, ram_budget=lo + extra)
+    _check_streamed(isa, tiny, extra)
+
+
+def test_streamed_kquant_logits_equal_resident(isa, tiny_kq):
+    if isa in ("amx", "amx_sim"):
+        # the resident tiles quantize activations per 32 values, the streamed rows' kernel (the
+        # level below) per 256: more than a rounding difference, and no bound derived for it here
+        pytest.skip(f"{isa}: K-quant tiles and the stored-row kernel quantize activations differently")
+    _check_streamed(isa, tiny_kq, 150_000)
+
+
+def _check_streamed(isa, path, extra):
+    ref = _run(Model(path, ctx=64))
+    lo = _minimum(path)
+    m = Model(path, ctx=64, ram_budget=lo + extra)
     assert m.stream is not None and m.stream_plan.streamed_bytes > 0
     got = _run(m)
     # Streamed matrices are read as stored. Every level's kernel over stored rows computes the
