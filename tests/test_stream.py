@@ -84,8 +84,8 @@ def _check_streamed(isa, path, extra):
     assert m.stream is not None and m.stream_plan.streamed_bytes > 0
     got = _run(m)
     # Streamed matrices are read as stored. Every level's kernel over stored rows computes the
-    # same bits as its packed twin (x16 at avx512_vnni), except the AMX tiles, whose stored-row
-    # fallback is the level below: there the resident model differs in rounding only.
+    # same bits as its packed twin (x16 and K16 at avx512_vnni), except the AMX tiles, whose
+    # stored-row fallback is the level below: there the resident model differs in rounding only.
     tiles = isa in ("amx", "amx_sim")
     for a, b in zip(ref, got):
         if tiles:
