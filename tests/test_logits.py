@@ -29,20 +29,36 @@ TOP1_MIN = 0.975
 TOP2_MARGIN = 0.1
 PPL_RTOL = 0.015
 
-# "default" is the default model itself; the others its conversions
-# The conversions start from the Q4_1 default, so Q5_0/Q5_1 are double-quantized (weights 5% RMS
-# off the source, perplexity 31 and 41 against 27) and llama.cpp misses the bounds on them too.
-# Measured (fastcpu / llama.cpp): Q5_0 perplexity off by 1.9% / 2.4%; Q5_1 mean KL 0.0110 / 0.0099,
-# top-1 0.971 / 0.977.
-# Known miss, kept visible: these files are the Q4_1 default re-quantized by gguf's quantizers (about
-# 4.5% RMS on top of Q4_1's own error; reference perplexity 31 and 41 against 27), and int8 activation
-# noise then costs more than the bounds allow. Measured 2026-11-30 on 3 chunks: Q5_0 KL 0.0067, top-1
-# 0.976, perplexity +1.9%; Q5_1 KL 0.0110, top-1 0.971, perplexity +0.8%. llama.cpp on the same file
-# and ids: Q5_0 perplexity +2.4%, Q5_1 KL 0.0099. strict: a pass would show the bounds are now met.
-_DOUBLE_QUANT = pytest.mark.xfail(reason="double-quantized Q4_1 -> Q5 conversion misses the bounds (llama.cpp "
-                                  "misses them on the same file too)", strict=True)
-FORMATS = ["default", "F16", "BF16", "Q8_0", "Q4_0", pytest.param("Q5_0", marks=_DOUBLE_QUANT),
-           pytest.param("Q5_1", marks=_DOUBLE_QUANT)]
+# "default" is the default model itself; the others its conversions (fastcpu.convert).
+# The conversions start from the Q4_1 default (Q8_0 tied embedding), so every quantized target
+# but Q8_0 is a second quantization. History: with gguf's reference quantizers (one-shot scale,
+# converter version 1) Q5_0/Q5_1 carried about 4.5% RMS error on top of Q4_1's (reference
+# perplexity 31 and 41 against 27) and missed the bounds: measured 2026-11-30 on 3 chunks, Q5_0
+# KL 0.0067, top-1 0.976, perplexity +1.9%; Q5_1 KL 0.0110, top-1 0.971, perplexity +0.8%
+# (llama.cpp on the same file and ids: Q5_0 perplexity +2.4%, Q5_1 KL 0.0099).
+# Converter version 2 searches each block's scale (smallest squared error, never worse than the
+# reference's): Q4_1 -> Q5_1 is lossless (only the embedding, Q8_0 -> Q5_1, changes: reference
+# perplexity 27.36, KL to the source model's reference logits 0.020 against 0.416 before),
+# Q4_1 -> Q5_0 cannot be exact (3.8% RMS against 4.4%; reference perplexity 32.2, KL to the
+# source model's reference logits 0.249 against 0.253 before), Q4_0 8.2% RMS against 8.7%.
+# Measured 2026-11-30 on 3 chunks (fastcpu at avx512_vnni / avx512 / avx2; llama.cpp):
+#   Q5_0  KL 0.0071 / 0.0070 / 0.0071, top-1 0.971 / 0.978 / 0.980, perplexity +0.6 / +1.1 / +1.3%;
+#         llama.cpp KL 0.0071, top-1 0.981, perplexity +0.6%
+#   Q5_1  KL 0.0059 / 0.0065 / 0.0059, top-1 0.985 / 0.983 / 0.983, perplexity +1.7 / +2.3 / +1.8%;
+#         llama.cpp KL 0.0062, top-1 0.985, perplexity +1.2%
+#   Q4_0  KL 0.0065 / 0.0062 / 0.0065, top-1 0.980 / 0.985 / 0.985, perplexity +0.8 / +1.2 / +0.6%
+#         (version 1: -0.4 / -0.0 / +0.1%, KL 0.0065 / 0.0062 / 0.0062)
+# Q5_1's weights are now the default's bit for bit except the tied embedding, and the default
+# file itself measures perplexity +1.75% at avx512_vnni (+1.06% avx512, +1.37% avx2; llama.cpp
+# +1.13%) in the same session: the Q5_1 miss is that gap plus the 5-bit output head, at every level,
+# hence strict. Q5_0 misses top-1 agreement at avx512_vnni only (passes at avx512 and avx2), so
+# its mark is not strict: a pass elsewhere is expected.
+_Q5_0_MISS = pytest.mark.xfail(reason="Q4_1 -> Q5_0 conversion (not exact: 3.8% RMS on top of Q4_1) misses top-1 "
+                               "agreement at avx512_vnni (0.971); passes at avx512 and avx2", strict=False)
+_Q5_1_MISS = pytest.mark.xfail(reason="Q5_1 conversion (Q4_1 weights lossless, Q5_1 output head) misses the "
+                               "perplexity bound (+1.7-2.3%; the default file: +1.1-1.75%)", strict=True)
+FORMATS = ["default", "F16", "BF16", "Q8_0", "Q4_0", pytest.param("Q5_0", marks=_Q5_0_MISS),
+           pytest.param("Q5_1", marks=_Q5_1_MISS)]
 
 
 def _format_path(default_path: str, fmt: str):

@@ -143,10 +143,14 @@ def quantize_bound(qtype: str, X: np.ndarray) -> np.ndarray:
     raise ValueError(qtype)
 
 # ---- re-quantization (fastcpu.convert): error of quantizing exact float32 values once ----
-# Per block of 32 (amax = max |x|, lo/hi = min/max): round-to-nearest gives d/2, except that the
-# symmetric formats put the largest-magnitude value at -8d (Q4_0) / -16d (Q5_0), so a value of
-# the opposite sign and equal magnitude clips to +7d / +15d: error up to d. The fp16 scale d
-# (and min m) add |q| * |d - fp16(d)| <= amax * 2^-11 (+ |m| * 2^-11), and fp16 subnormals an
+# Per block of 32 (amax = max |x|, lo/hi = min/max). Symmetric formats: the scale search keeps
+# |d| within [amax/half, 2*amax/half] (half = 8 for Q4_0, 16 for Q5_0), so round-to-nearest errs
+# by at most d/2 <= amax/half and a clipped value (the largest magnitude at -half*d, one of the
+# opposite sign at most at (half-1)*d) by at most amax/half too: the reference quantizer's own
+# worst case. Asymmetric formats (levels = 15 / 31): d within [range/levels, range/(levels-1)]
+# with the grid over the block (m in [hi - levels*d, lo], so |m| <= |lo| + range/(levels-1)):
+# d/2 <= range/(2*(levels-1)). The fp16 scale d (and min m) add |q| * |d - fp16(d)| <=
+# amax * 2^-11 (+ |m| * 2^-11; asymmetric: (levels*d + |m|) * 2^-11), and fp16 subnormals an
 # absolute 2^-25 per unit of |q|.
 REQUANT_FP16_REL = 2.0 ** -11
 FP16_SUBNORMAL_ULP = 2.0 ** -24
@@ -171,7 +175,8 @@ def requant_bound(qtype: str, x: np.ndarray) -> np.ndarray:
         e = amax / 16 + amax * REQUANT_FP16_REL + 16 * FP16_SUBNORMAL_ULP / 2
     elif qtype in ("Q4_1", "Q5_1"):
         levels = 15 if qtype == "Q4_1" else 31
-        e = ((hi - lo) / (2 * levels) + ((hi - lo) + np.abs(lo)) * REQUANT_FP16_REL
+        e = ((hi - lo) / (2 * (levels - 1))
+             + ((hi - lo) * (levels + 2) / (levels - 1) + np.abs(lo)) * REQUANT_FP16_REL
              + (levels + 1) * FP16_SUBNORMAL_ULP / 2)
     else:
         raise KeyError(qtype)
