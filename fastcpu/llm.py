@@ -198,6 +198,10 @@ class LLM:
             scan = _StopScanner(stops)
             n_gen = 0
             reason = "length"
+            # one logits row reused by every step: a fresh 200 KB array per token is an mmap, page
+            # faults and zeroing in the kernel, a visible share of a SmolLM2 step
+            out = np.empty(self.n_vocab, np.float32)
+            tok_arr = np.empty(1, np.int32)
             while n_gen < max_tokens:
                 tok = sample(logits, rng, params, history)
                 if tok in self.stop_ids:
@@ -217,7 +221,8 @@ class LLM:
                 if pos >= self.n_ctx:
                     reason = "context"
                     break
-                logits = self.model.forward(np.asarray([tok], np.int32), pos, "last")
+                tok_arr[0] = tok
+                logits = self.model.forward(tok_arr, pos, "last", out)
                 self._cached.append(tok)
             if not scan.hit:
                 tail = scan.feed(dec.decode(b"", final=True))

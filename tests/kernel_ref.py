@@ -76,3 +76,17 @@ def cols_for(qtype: str) -> list:
     if bs == 32:
         return [32, 96, 1056, 4128]
     return [256, 768, 2816]
+
+
+def q8h_values(X: np.ndarray) -> np.ndarray:
+    """The activation values the q8h kernels multiply (legacy_common.h, q8h_quantize): per 16
+    values d = amax / 127 in float32, q = round-half-even(x / d) in float32, clipped to +-127;
+    returned as d * q in float64 (exact)."""
+    X = np.asarray(X, np.float32)
+    n, k = X.shape
+    h = X.reshape(n, k // 16, 16)
+    d = (np.abs(h).max(axis=2, keepdims=True) / np.float32(127.0)).astype(np.float32)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        q = np.where(d > 0, np.rint(h / np.where(d > 0, d, np.float32(1))), 0)
+    q = np.clip(q, -127, 127)
+    return (q.astype(np.float64) * d.astype(np.float64)).reshape(n, k)

@@ -15,7 +15,7 @@ import pytest
 
 import fastcpu
 from fastcpu import kernels
-from kernel_ref import activations, cols_for, dequantize, random_weights
+from kernel_ref import activations, cols_for, dequantize, q8h_values, random_weights
 from tolerances import gemm_bound
 
 QTYPES = [q for q in kernels.QTYPES if q != "F32"]
@@ -80,11 +80,13 @@ def test_packed_gemm(packed):
                 _check(qtype, w, X, p.gemm(X, threads=2), f"{qtype} @ {isa} rows={rows} cols={cols} n={n}")
 
 
-# Packed layouts whose kernels read the same activation values as the scalar specification (the
-# same quantizer results, only stored in another order): their integer products are the spec's,
-# so they must agree with it up to float32 rounding of the scale products and block sums, far
-# tighter than the reference bound above (which a wrong bit in a few codes can hide in).
-SPEC_ACTIVATIONS = {0x58313601: "legacy x16", 0x4b313601: "K-quant x16"}
+# Packed layouts and the activation values their kernels read: "scalar" = the scalar
+# specification's quantizer (the same values, only stored in another order), "q8h" = int8 with a
+# scale per 16 values (legacy_common.h, q8h_quantize; kernel_ref.q8h_values models it). Their
+# integer products are then exact, so they must agree with the spec up to float32 rounding of the
+# scale products and block sums, far tighter than the reference bound above (which a wrong bit in
+# a few codes can hide in).
+SPEC_ACTIVATIONS = {0x58313601: "q8h", 0x4b313601: "scalar"}
 SPEC_RTOL = 2e-6  # measured <= 1e-7 of sum |w x|
 
 
@@ -99,9 +101,13 @@ def test_packed_matches_spec(packed):
         if p.layout not in SPEC_ACTIVATIONS:
             pytest.skip(f"{qtype} at {isa}: layout {p.layout:#x} quantizes activations its own way")
         Y = p.gemm(X, threads=2)
-        with kernels.use_isa("scalar"):
-            R = kernels.gemm(w, qtype, X, threads=1)
-        scale = np.abs(X.astype(np.float64)) @ np.abs(dequantize(qtype, w).astype(np.float64)).T
+        Wd = dequantize(qtype, w).astype(np.float64)
+        if SPEC_ACTIVATIONS[p.layout] == "q8h":
+            R = q8h_values(X) @ Wd.T
+        else:
+            with kernels.use_isa("scalar"):
+                R = kernels.gemm(w, qtype, X, threads=1)
+        scale = np.abs(X.astype(np.float64)) @ np.abs(Wd).T
         rel = np.abs(Y.astype(np.float64) - R) / scale
         assert rel.max() <= SPEC_RTOL, f"{qtype} @ {isa} cols={cols}: {rel.max():.3g} of sum |w x| off the spec"
 

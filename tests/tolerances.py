@@ -190,9 +190,3 @@ MODEL_FLOAT_RTOL = 1e-4
 # The same where the level's F16/BF16 GEMM runs on bf16 tiles (AMX and its model): weights and
 # activations rounded to 8-bit mantissas (REL_BF16_ACT each) in every matmul, over a few layers.
 MODEL_BF16_RTOL = 2e-2
-
-# Streamed weights (fastcpu.stream) run the GGUF-layout kernels; where the level repacks weights
-# for AMX tiles (and their model) the resident model accumulates in another order: float32
-# rounding through a few layers, relative to the largest logit. Elsewhere the stored-layout kernel
-# is the packed kernel's twin (same per-row float recurrence) and the two must agree bitwise.
-STREAM_REPACKED_RTOL = 1e-4

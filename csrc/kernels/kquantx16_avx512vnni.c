@@ -193,6 +193,9 @@ AI __m512i dup_ctrl(int s) {
 #ifndef X16_PF_BYTES
 #define X16_PF_BYTES 4096
 #endif
+#ifndef K16_PF_HINT
+#define K16_PF_HINT _MM_HINT_T0
+#endif
 
 /* K ? X : Y per bit */
 #define SELECT(K, X, Y) _mm512_ternarylogic_epi32((K), (X), (Y), 0xCA)
@@ -252,7 +255,7 @@ AI void tile16_q45(const int fmt, const int nr, const int stored, const k16_src 
             dw = _mm512_cvtph_ps(_mm512_cvtepi32_epi16(dm));
             mw = _mm512_cvtph_ps(_mm512_cvtepi32_epi16(_mm512_srli_epi32(dm, 16)));
         } else {
-            for (size_t o = 2048; o < rec; o += 64) _mm_prefetch((const char *)(rp + X16_PF_BYTES + o), _MM_HINT_T0);
+            for (size_t o = 2048; o < rec; o += 64) _mm_prefetch((const char *)(rp + X16_PF_BYTES + o), K16_PF_HINT);
             _mm_prefetch((const char *)(ds + (b + 4) * 64), _MM_HINT_T0);
             w0 = _mm512_load_si512((const void *)(rp + sc_off[fmt]));
             w1 = _mm512_load_si512((const void *)(rp + sc_off[fmt] + 64));
@@ -299,7 +302,7 @@ AI void tile16_q45(const int fmt, const int nr, const int stored, const k16_src 
                     v = gather4(src, blk + qs_off + 4 * (8 * c + t));
                     if (fmt == F_Q5_K && c == 0) qh[t] = gather4(src, blk + 16 + 4 * t);
                 } else {
-                    _mm_prefetch((const char *)(rp + X16_PF_BYTES + 64 * (8 * c + t)), _MM_HINT_T0);
+                    _mm_prefetch((const char *)(rp + X16_PF_BYTES + 64 * (8 * c + t)), K16_PF_HINT);
                     v = _mm512_load_si512((const void *)(rp + 64 * (8 * c + t)));
                 }
                 __m512i lo = _mm512_and_si512(v, m4), hi;
@@ -394,7 +397,7 @@ AI void tile16_q6(const int nr, const int stored, const k16_src *src, int64_t nb
 #pragma GCC unroll 4
             for (int u = 0; u < 4; u++) sw[u] = gather4(src, blk + 192 + 4 * u);
         } else {
-            for (size_t o = 3072; o < rec; o += 64) _mm_prefetch((const char *)(rp + X16_PF_BYTES + o), _MM_HINT_T0);
+            for (size_t o = 3072; o < rec; o += 64) _mm_prefetch((const char *)(rp + X16_PF_BYTES + o), K16_PF_HINT);
             _mm_prefetch((const char *)(ds + (b + 8) * 32), _MM_HINT_T0);
             dw = _mm512_cvtph_ps(_mm256_load_si256((const __m256i *)(ds + b * 32)));
         }
@@ -436,9 +439,9 @@ AI void tile16_q6(const int nr, const int stored, const k16_src *src, int64_t nb
                     qc = AND_OR(lc, m4, _mm512_and_si512(_mm512_slli_epi16(hc, 4 - sh), k_30));
                     qd = AND_OR(_mm512_srli_epi16(lc, 2), k_3c, _mm512_and_si512(_mm512_slli_epi16(hc, 2 - sh), k_c0));
                 } else {
-                    _mm_prefetch((const char *)(rp + X16_PF_BYTES + 192 * p), _MM_HINT_T0);
-                    _mm_prefetch((const char *)(rp + X16_PF_BYTES + 192 * p + 64), _MM_HINT_T0);
-                    _mm_prefetch((const char *)(rp + X16_PF_BYTES + 192 * p + 128), _MM_HINT_T0);
+                    _mm_prefetch((const char *)(rp + X16_PF_BYTES + 192 * p), K16_PF_HINT);
+                    _mm_prefetch((const char *)(rp + X16_PF_BYTES + 192 * p + 64), K16_PF_HINT);
+                    _mm_prefetch((const char *)(rp + X16_PF_BYTES + 192 * p + 128), K16_PF_HINT);
                     const __m512i r0 = _mm512_load_si512((const void *)(rp + 192 * p));
                     const __m512i r1 = _mm512_load_si512((const void *)(rp + 192 * p + 64));
                     const __m512i r2 = _mm512_load_si512((const void *)(rp + 192 * p + 128));

@@ -108,4 +108,52 @@ static inline void q8a_quantize(const float *FC_RESTRICT x, void *FC_RESTRICT ou
     memset(row + q8a_row_bytes(k) - Q8A_PAD, 0, Q8A_PAD);
 }
 
+/* ---- activation format "q8h": q8a with a scale per half block (16 values) ----
+ * Read by the 16-row kernels (legacyx16_avx512vnni.c), whose two halves of a block go through
+ * separate integer chains anyway, so the finer scale costs one multiply-add per block. Why: int8
+ * activation rounding is most of the difference between fastcpu's logits and float32 ones, and an
+ * outlier now coarsens the rounding of 15 neighbours instead of 31 (Gaussian values: about a
+ * quarter less rounding error; heavy-tailed ones, such as the FFN's gated products, more).
+ *     int8  qs[nb * 32]   q_i = round_to_nearest_even(x_i / d_h), |q_i| <= 127, h = i / 16
+ *     float d[2 * nb]     d_h = amax_h / 127 over the 16 values of half h
+ *     float s[nb]         s_b = d_{2b} * sum q (first half) + d_{2b+1} * sum q (second half)
+ *     64 bytes of padding */
+static inline size_t q8h_row_bytes(int64_t k) {
+    const size_t nb = (size_t)(k / QK);
+    return nb * QK + 3 * nb * sizeof(float) + Q8A_PAD;
+}
+static inline const float *q8h_d(const uint8_t *row, int64_t nb) { return (const float *)(row + nb * QK); }
+static inline const float *q8h_s(const uint8_t *row, int64_t nb) { return (const float *)(row + nb * QK) + 2 * nb; }
+
+/* The specification of q8h (the SIMD quantizers do the same IEEE operations). */
+static inline void q8h_quantize(const float *FC_RESTRICT x, void *FC_RESTRICT out, int64_t k) {
+    const int64_t nb = k / QK;
+    uint8_t *row = out;
+    int8_t *qs = (int8_t *)row;
+    float *d = (float *)(row + nb * QK), *s = d + 2 * nb;
+    for (int64_t b = 0; b < nb; b++) {
+        float sb = 0.0f;
+        for (int h = 0; h < 2; h++) {
+            const float *xh = x + b * QK + 16 * h;
+            float amax = 0.0f;
+            for (int i = 0; i < 16; i++) {
+                const float v = fabsf(xh[i]);
+                amax = v > amax ? v : amax;
+            }
+            const float dh = amax / 127.0f;
+            int sum = 0;
+            for (int i = 0; i < 16; i++) {
+                int q = dh > 0.0f ? (int)lrintf(xh[i] / dh) : 0;
+                q = q > 127 ? 127 : (q < -127 ? -127 : q);
+                qs[b * QK + 16 * h + i] = (int8_t)q;
+                sum += q;
+            }
+            d[2 * b + h] = dh;
+            sb = h ? sb + dh * (float)sum : dh * (float)sum;
+        }
+        s[b] = sb;
+    }
+    memset(row + q8h_row_bytes(k) - Q8A_PAD, 0, Q8A_PAD);
+}
+
 #endif

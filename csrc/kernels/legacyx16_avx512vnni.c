@@ -1,6 +1,8 @@
 /* Q4_0, Q4_1, Q5_0, Q5_1, Q8_0 weights repacked 16 rows at a time (layout "x16", made once at load),
- * against q8a activations (legacy_common.h), AVX-512 VNNI. Specification: legacy_scalar.c (the same
- * products; only the order of the float additions differs).
+ * against q8h activations (legacy_common.h: q8a with a scale per 16 values instead of 32, which
+ * the two halves' separate chains below make nearly free), AVX-512 VNNI. Specification: the
+ * products of legacy_scalar.c with q8h_quantize's activation values (tests/test_packed.py checks
+ * the kernels against that to float32 rounding).
  *
  * Why a layout: over GGUF rows a GEMV unpacks every block of one row on its own (scale gathers,
  * shuffles to line the codes up with the activations), which ran at ~20 GB/s per core with the
@@ -12,9 +14,10 @@
  * split nibbles, kmovq + masked vpaddb for the fifth bit of Q5, vcvtph2ps (16 scales), vcvtdq2ps,
  * vfmadd231ps, masked vmovups for a group's last rows.
  *
- * Overflow limit: one int32 lane sums 32 products of one block and one row in two chains of 16:
- * |chain| <= 16 * 255 * 127 = 518160 (Q8_0 codes are stored + 128 as u8; Q5 <= 31, Q4 <= 15),
- * far inside int32, and < 2^24 so vcvtdq2ps is exact. Blocks are combined in float32.
+ * Overflow limit: one int32 lane sums the 16 products of one half block and one row (in one or
+ * two chains): |sum| <= 16 * 255 * 127 = 518160 (Q8_0 codes are stored + 128 as u8; Q5 <= 31,
+ * Q4 <= 15), far inside int32, and < 2^24 so vcvtdq2ps is exact. Halves and blocks are combined
+ * in float32, each half with its own activation scale.
  *
  * Layout of one group of 16 rows (rows past the end are zero: zero codes and zero scales), k
  * columns, nb = k / 32 blocks, in pairs of blocks (the last pair of an odd nb half zero) so that
@@ -181,8 +184,8 @@ AI void tile16(const int fmt, const int nr, const x16_src *src, int64_t nb, cons
 #pragma GCC unroll 4
     for (int j = 0; j < nr; j++) {
         a[j] = q8a_qs(x + j * xs);
-        dx[j] = q8a_d(x + j * xs, nb);
-        sx[j] = q8a_s(x + j * xs, nb);
+        dx[j] = q8h_d(x + j * xs, nb);
+        sx[j] = q8h_s(x + j * xs, nb);
         acc[j] = _mm512_setzero_ps();
     }
     for (int64_t b = 0; b < nb; b++) {
@@ -199,19 +202,21 @@ AI void tile16(const int fmt, const int nr, const x16_src *src, int64_t nb, cons
 #pragma GCC unroll 4
         for (int j = 0; j < nr; j++) s0[j] = s1[j] = _mm512_setzero_si512();
         if (fmt == F_Q8_0) {
-#pragma GCC unroll 8
-            for (int t = 0; t < 8; t += 2) {
+            /* registers 0..3 are the block's first half (columns 0..15), 4..7 the second: the
+             * halves keep their own chains (their activations have their own scales) */
+#pragma GCC unroll 4
+            for (int t = 0; t < 4; t++) {
                 const __m512i w0 = src_codes(fmt, src, &o, b, t);
-                const __m512i w1 = src_codes(fmt, src, &o, b, t + 1);
+                const __m512i w1 = src_codes(fmt, src, &o, b, t + 4);
 #pragma GCC unroll 4
                 for (int j = 0; j < nr; j++) {
-                    if (nr == 1 && (t & 2)) {
+                    if (nr == 1 && (t & 1)) {
                         s2 = _mm512_dpbusd_epi32(s2, w0, bcast4(a[j] + b * QK + 4 * t));
-                        s3 = _mm512_dpbusd_epi32(s3, w1, bcast4(a[j] + b * QK + 4 * t + 4));
+                        s3 = _mm512_dpbusd_epi32(s3, w1, bcast4(a[j] + b * QK + 16 + 4 * t));
                         continue;
                     }
                     s0[j] = _mm512_dpbusd_epi32(s0[j], w0, bcast4(a[j] + b * QK + 4 * t));
-                    s1[j] = _mm512_dpbusd_epi32(s1[j], w1, bcast4(a[j] + b * QK + 4 * t + 4));
+                    s1[j] = _mm512_dpbusd_epi32(s1[j], w1, bcast4(a[j] + b * QK + 16 + 4 * t));
                 }
             }
         } else {
@@ -238,7 +243,11 @@ AI void tile16(const int fmt, const int nr, const x16_src *src, int64_t nb, cons
                 }
             }
         }
-        if (nr == 1) s0[0] = _mm512_add_epi32(s0[0], _mm512_add_epi32(s2, s3));
+        /* s0/s2: first half of the block (columns 0..15), s1/s3: second half */
+        if (nr == 1) {
+            s0[0] = _mm512_add_epi32(s0[0], s2);
+            s1[0] = _mm512_add_epi32(s1[0], s3);
+        }
         const __m512i dm = gp ? _mm512_setzero_si512() : src_dm_raw(fmt, src, b);
         const __m512 dw = _mm512_cvtph_ps(gp ? _mm256_load_si256((const __m256i *)o.d) : _mm512_cvtepi32_epi16(dm));
         if (has_min(fmt)) {
@@ -246,16 +255,18 @@ AI void tile16(const int fmt, const int nr, const x16_src *src, int64_t nb, cons
                                                  : _mm512_cvtepi32_epi16(_mm512_srli_epi32(dm, 16)));
 #pragma GCC unroll 4
             for (int j = 0; j < nr; j++) {
-                const __m512 f = _mm512_cvtepi32_ps(_mm512_add_epi32(s0[j], s1[j]));
-                acc[j] = _mm512_fmadd_ps(dw, _mm512_mul_ps(f, _mm512_set1_ps(dx[j][b])), acc[j]);
+                __m512 u = _mm512_mul_ps(_mm512_cvtepi32_ps(s0[j]), _mm512_set1_ps(dx[j][2 * b]));
+                u = _mm512_fmadd_ps(_mm512_cvtepi32_ps(s1[j]), _mm512_set1_ps(dx[j][2 * b + 1]), u);
+                acc[j] = _mm512_fmadd_ps(dw, u, acc[j]);
                 acc[j] = _mm512_fmadd_ps(mw, _mm512_set1_ps(sx[j][b]), acc[j]);
             }
         } else {
 #pragma GCC unroll 4
             for (int j = 0; j < nr; j++) {
-                const __m512 f = _mm512_cvtepi32_ps(_mm512_add_epi32(s0[j], s1[j]));
-                const __m512 t = _mm512_fmadd_ps(f, _mm512_set1_ps(dx[j][b]), _mm512_set1_ps(-off * sx[j][b]));
-                acc[j] = _mm512_fmadd_ps(dw, t, acc[j]);
+                __m512 u = _mm512_fmadd_ps(_mm512_cvtepi32_ps(s0[j]), _mm512_set1_ps(dx[j][2 * b]),
+                                           _mm512_set1_ps(-off * sx[j][b]));
+                u = _mm512_fmadd_ps(_mm512_cvtepi32_ps(s1[j]), _mm512_set1_ps(dx[j][2 * b + 1]), u);
+                acc[j] = _mm512_fmadd_ps(dw, u, acc[j]);
             }
         }
     }
@@ -263,7 +274,7 @@ AI void tile16(const int fmt, const int nr, const x16_src *src, int64_t nb, cons
     for (int j = 0; j < nr; j++) _mm512_mask_storeu_ps(y + j * ldy, rmask, acc[j]);
 }
 
-/* Activation rows per pass: their q8a rows stay in L2 while a block of groups runs over them (the
+/* Activation rows per pass: their q8h rows stay in L2 while a block of groups runs over them (the
  * same blocking as legacy_blocking.h; a multiple of 4 so that no result depends on the pass). */
 #define ACT_ROWS_PER_PASS 64
 #define W_BYTES_PER_BLOCK (128 * 1024)
@@ -354,14 +365,41 @@ X16_ENTRY(q5_0, F_Q5_0, FC_Q5_0)
 X16_ENTRY(q5_1, F_Q5_1, FC_Q5_1)
 X16_ENTRY(q8_0, F_Q8_0, FC_Q8_0)
 
+/* q8h_quantize (legacy_common.h) 16 values per instruction: the same IEEE operations (division by
+ * d, round to nearest even, clamp), so the same bytes. */
+static void quantize_q8h_x512(const float *FC_RESTRICT x, void *FC_RESTRICT xq, int64_t k) {
+    const int64_t nb = k / QK;
+    uint8_t *row = xq;
+    float *d = (float *)(row + nb * QK), *s = d + 2 * nb;
+    const __m512i lo = _mm512_set1_epi32(-127), hi = _mm512_set1_epi32(127);
+    for (int64_t b = 0; b < nb; b++) {
+        float sb = 0.0f;
+        for (int h = 0; h < 2; h++) {
+            const __m512 v = _mm512_loadu_ps(x + b * QK + 16 * h);
+            const float dh = _mm512_reduce_max_ps(_mm512_abs_ps(v)) / 127.0f;
+            __m512i q = _mm512_setzero_si512();
+            if (dh > 0.0f)
+                q = _mm512_min_epi32(_mm512_max_epi32(_mm512_cvtps_epi32(_mm512_div_ps(v, _mm512_set1_ps(dh))), lo), hi);
+            _mm_storeu_si128((__m128i *)(row + b * QK + 16 * h), _mm512_cvtsepi32_epi8(q));
+            d[2 * b + h] = dh;
+            const float part = dh * (float)_mm512_reduce_add_epi32(q);
+            sb = h ? sb + part : part;
+        }
+        s[b] = sb;
+    }
+    memset(row + q8h_row_bytes(k) - Q8A_PAD, 0, Q8A_PAD);
+}
+
 static void set_x16(fc_table *t, int qtype, void (*gemm)(const fc_gemm_args *, int64_t, int64_t),
                     void (*gemm_raw)(const fc_gemm_args *, int64_t, int64_t), size_t (*packed)(int64_t, int64_t),
                     void (*pack)(const uint8_t *, size_t, int64_t, int64_t, uint8_t *)) {
     /* over the stored rows, the gather twin: a matrix gives the same bits packed or not (weights
      * streamed from disk against the same weights resident) */
     t->q[qtype].gemm = gemm_raw;
+    t->q[qtype].quantize = quantize_q8h_x512;
+    t->q[qtype].act_row_bytes = q8h_row_bytes;
     t->q[qtype].isa = FC_ISA_AVX512_VNNI;
-    fc_qkernel k = t->q[qtype]; /* the q8a quantizer and dequantizer of this level */
+    fc_qkernel k = t->q[qtype]; /* the same activations, and the dequantizer of this level */
     k.gemm = gemm;
     k.isa = FC_ISA_AVX512_VNNI;
     k.layout = X16_LAYOUT;
