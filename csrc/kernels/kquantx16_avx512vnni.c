@@ -32,7 +32,7 @@
  * the mins, vpmovsxbd for Q6_K's int8 scales, vpmovsxwd + vpsllvd for its chain starts,
  * vcvtph2ps (16 fp16 scales), vcvtdq2ps, vfmadd231ps, masked vmovups for a group's last rows;
  * the twin: masked vpgatherdd, vpmovdw for d and dmin, vpslld + vpsrad for Q6_K's scales.
- * Software prefetch (X16_PF_BYTES ahead, one per 64-byte load as it is issued): a burst of a
+ * Software prefetch (X16_PF_BYTES ahead into L2, one per 64-byte load as it is issued): a burst of a
  * record's 35-52 prefetches at the top of each super-block cost ~8% in L2.
  *
  * Arithmetic per super-block b, row r, activation row j (dx = the activation's d):
@@ -189,12 +189,15 @@ AI __m512i dup_ctrl(int s) {
                             _mm512_set4_epi32(12 * 0x10001, 8 * 0x10001, 4 * 0x10001, 0));
 }
 
-/* Software prefetch distance on the record stream (bytes ahead). */
+/* Software prefetch on the record stream, X16_PF_BYTES ahead, into L2 (T1) as in legacy x16:
+ * 2 threads, 256 MiB, paired with membw (Q4_K / Q5_K / Q6_K ratio), one quiet-ish session:
+ * T0 4 KiB 0.77/0.75/0.76, T0 8 KiB 0.76/0.68/0.78, T1 4 KiB 0.81/0.77/0.83, T1 8 KiB
+ * 0.91/0.74/0.83 (single runs swing by +-0.05 on this shared host). */
 #ifndef X16_PF_BYTES
-#define X16_PF_BYTES 4096
+#define X16_PF_BYTES 8192
 #endif
 #ifndef K16_PF_HINT
-#define K16_PF_HINT _MM_HINT_T0
+#define K16_PF_HINT _MM_HINT_T1
 #endif
 
 /* K ? X : Y per bit */
