@@ -284,80 +284,11 @@ AI void tile16(const int fmt, const int nr, const x16_src *src, int64_t nb, cons
     for (int j = 0; j < nr; j++) _mm512_mask_storeu_ps(y + j * ldy, rmask, acc[j]);
 }
 
-/* Activation rows per pass: their q8h rows stay in L2 while a block of groups runs over them (the
- * same blocking as legacy_blocking.h; a multiple of 4 so that no result depends on the pass). */
-#define ACT_ROWS_PER_PASS 64
-#define W_BYTES_PER_BLOCK (128 * 1024)
-
-/* One 16-row source against activation rows [j0, j1), 4 at a time. */
-AI void tiles(const int fmt, const x16_src *src, int64_t nb, const fc_gemm_args *a, int64_t j0, int64_t j1,
-              float *y, __mmask16 rm) {
-    const size_t xs = a->xq_row_bytes;
-    int64_t j = j0;
-    for (; j + 4 <= j1; j += 4) tile16(fmt, 4, src, nb, a->xq + j * xs, xs, y + j * a->ldy, a->ldy, rm);
-    switch (j1 - j) {
-    case 3: tile16(fmt, 3, src, nb, a->xq + j * xs, xs, y + j * a->ldy, a->ldy, rm); break;
-    case 2: tile16(fmt, 2, src, nb, a->xq + j * xs, xs, y + j * a->ldy, a->ldy, rm); break;
-    case 1: tile16(fmt, 1, src, nb, a->xq + j * xs, xs, y + j * a->ldy, a->ldy, rm); break;
-    default: break;
-    }
-}
-
-AI void groups_block(const int fmt, const fc_gemm_args *a, int64_t g0, int64_t g1, int64_t j0, int64_t j1) {
-    const int64_t nb = a->k / QK;
-    const size_t gs = group_stride(fmt, a->k);
-    for (int64_t g = g0; g < g1; g++) {
-        const int64_t left = a->ldy - g * X16_ROWS; /* ldy is the row count */
-        const __mmask16 rm = left >= X16_ROWS ? (__mmask16)0xFFFF : (__mmask16)((1u << left) - 1);
-        const x16_src src = {.gp = a->w + (size_t)g * gs};
-        tiles(fmt, &src, nb, a, j0, j1, a->y + g * X16_ROWS, rm);
-    }
-}
-
-/* Rows [r0, r1): r0 a multiple of 16 (row_align), r1 too or the last row. */
-AI void gemm_x16(const int fmt, const fc_gemm_args *a, int64_t r0, int64_t r1) {
-    const int64_t g0 = r0 / X16_ROWS, g1 = (r1 + X16_ROWS - 1) / X16_ROWS, n = a->n;
-    if (n <= ACT_ROWS_PER_PASS) {
-        groups_block(fmt, a, g0, g1, 0, n);
-        return;
-    }
-    int64_t gb = (int64_t)(W_BYTES_PER_BLOCK / group_stride(fmt, a->k));
-    if (gb < 1) gb = 1;
-    for (int64_t b0 = g0; b0 < g1; b0 += gb) {
-        const int64_t b1 = g1 - b0 < gb ? g1 : b0 + gb;
-        for (int64_t j0 = 0; j0 < n; j0 += ACT_ROWS_PER_PASS)
-            groups_block(fmt, a, b0, b1, j0, n - j0 < ACT_ROWS_PER_PASS ? n : j0 + ACT_ROWS_PER_PASS);
-    }
-}
-
-/* The twin over GGUF rows as stored: rows [r0, r1) in runs of 16 from r0 (any r0: every lane's
- * result is independent of its neighbours), the blocking as above. */
-AI void raw_rows(const int fmt, const fc_gemm_args *a, int64_t r0, int64_t r1, int64_t j0, int64_t j1) {
-    const int64_t nb = a->k / QK;
-    const __m512i lane = _mm512_set_epi32(15, 14, 13, 12, 11, 10, 9, 8, 7, 6, 5, 4, 3, 2, 1, 0);
-    const __m512i idx = _mm512_mullo_epi32(lane, _mm512_set1_epi32((int)a->w_row_bytes));
-    for (int64_t r = r0; r < r1; r += X16_ROWS) {
-        const int64_t left = r1 - r;
-        const __mmask16 rm = left >= X16_ROWS ? (__mmask16)0xFFFF : (__mmask16)((1u << left) - 1);
-        const x16_src src = {.raw = a->w + (size_t)r * a->w_row_bytes, .idx = idx, .rm = rm};
-        tiles(fmt, &src, nb, a, j0, j1, a->y + r, rm);
-    }
-}
-
-AI void gemm_raw16(const int fmt, const fc_gemm_args *a, int64_t r0, int64_t r1) {
-    const int64_t n = a->n;
-    if (n <= ACT_ROWS_PER_PASS) {
-        raw_rows(fmt, a, r0, r1, 0, n);
-        return;
-    }
-    int64_t rb = (int64_t)(W_BYTES_PER_BLOCK / (X16_ROWS * a->w_row_bytes)) * X16_ROWS;
-    if (rb < X16_ROWS) rb = X16_ROWS;
-    for (int64_t b0 = r0; b0 < r1; b0 += rb) {
-        const int64_t b1 = r1 - b0 < rb ? r1 : b0 + rb;
-        for (int64_t j0 = 0; j0 < n; j0 += ACT_ROWS_PER_PASS)
-            raw_rows(fmt, a, b0, b1, j0, n - j0 < ACT_ROWS_PER_PASS ? n : j0 + ACT_ROWS_PER_PASS);
-    }
-}
+#define X16_SRC x16_src
+#define X16_TILE(fmt, nr, stored, src, nb, x, xs, y, ldy, rm) tile16(fmt, nr, src, nb, x, xs, y, ldy, rm)
+#define X16_QK QK
+#define X16_GROUP_STRIDE(fmt, a) group_stride(fmt, (a)->k)
+#include "x16_drivers.h"
 
 #define X16_ENTRY(NAME, FMT, QTYPE)                                                                          \
     static void gemm_##NAME##_x16(const fc_gemm_args *a, int64_t r0, int64_t r1) { gemm_x16(FMT, a, r0, r1); } \
