@@ -1,9 +1,6 @@
-/* Body of the AVX-512 K-quant kernels, included by kquant_avx512.c (KQ_VNNI 0: AVX-512BW
- * vpmaddubsw + vpmaddwd). KQ_VNNI 1 (vpdpbusd + vpdpwssd) is kept for comparison builds only
- * (a file with the _avx512vnni suffix defining it and including this one): the AVX-512 VNNI
- * level reads these formats through kquantx16_avx512vnni.c (16-row tiles, packed or gathered,
- * the same bits either way). Not a kernel file of its own: it is compiled with the flags of the
- * file that includes it.
+/* Body of the AVX-512 K-quant kernels (AVX-512BW vpmaddubsw + vpmaddwd), included by
+ * kquant_avx512.c and compiled with its flags. The AVX-512 VNNI level reads these formats through
+ * kquantx16_avx512vnni.c (16-row tiles, packed or gathered, the same bits either way).
  *
  * Weights are unpacked 64 per zmm (one "chunk"). Q4_K/Q5_K: one 64-byte nibble load gives two
  * chunks, low nibbles = sub-blocks {0,2} and high = {1,3} (then {4,6}, {5,7}); their activations
@@ -12,8 +9,6 @@
  * sub-block in the integer domain:
  *   BW:   vpmaddubsw(u, a) -> int16 pairs, |pair| <= 2*63*127 = 16002 < 2^15 (no saturation for
  *         unsigned weights up to 6 bits), then vpmaddwd with the sub-block scale as int16 -> int32.
- *   VNNI: vpdpbusd(0, u, a) -> int32 quads, |quad| <= 4*63*127 = 32004 < 2^15, so vpackssdw packs
- *         two chunks' quads into int16 exactly and one vpdpwssd scales and sums them.
  * Per super-block the int32 sum is bounded by 256*63*127*128 < 2^30 (Q6_K: |scale| <= 128), then
  * scaled in float32 by d*dx (and the mins by dmin*dx) into a float accumulator per output.
  * Q6_K is stored as q-32 with q in [0,63]: the kernel multiplies q and subtracts 32*sc[g]*bsum[g].
@@ -24,13 +19,8 @@
 
 #include "kquant_common.h"
 
-#if KQ_VNNI
-#define KQ_NAME(x) x##_avx512vnni
-#define KQ_ISA FC_ISA_AVX512_VNNI
-#else
 #define KQ_NAME(x) x##_avx512
 #define KQ_ISA FC_ISA_AVX512
-#endif
 
 #define KQ_JT 8
 /* Software prefetch (to L2, 4 KiB ahead). Measured on the loaded 2-vCPU dev VM, Q4_K GEMV over
@@ -49,43 +39,22 @@ static inline int kq_scale_of(int fmt6, int c, int p) {
     return fmt6 ? (64 * c + p) / 16 : 4 * (c / 2) + (c % 2) + 2 * (p / 32);
 }
 
-#if KQ_VNNI
-/* VNNI: a chunk's vpdpbusd quads (|quad| <= 4*63*127 = 32004) are packed two chunks at a time
- * into int16 (vpackssdw: exact, no saturation) and one vpdpwssd applies both chunks' scales: one
- * multiply-accumulate per 128 weights. vpackssdw interleaves per 128-bit lane: word w of lane L
- * is dword 4L + (w & 3) of chunk A (w < 4) or B (w >= 4). */
-static inline __m512i kq_scale_index_pair(int fmt6, int ca, int cb) {
-    uint16_t idx[32];
-    for (int p = 0; p < 32; p++) {
-        const int lane = p / 8, w = p % 8, dw = 4 * lane + (w & 3);
-        idx[p] = (uint16_t)kq_scale_of(fmt6, w < 4 ? ca : cb, 4 * dw);
-    }
-    return _mm512_loadu_si512(idx);
-}
-#else
 /* BW: vpmaddubsw pairs, word p of chunk c covers bytes 2p, 2p+1. */
 static inline __m512i kq_scale_index(int fmt6, int c) {
     uint16_t idx[32];
     for (int p = 0; p < 32; p++) idx[p] = (uint16_t)kq_scale_of(fmt6, c, 2 * p);
     return _mm512_loadu_si512(idx);
 }
-#endif
 
 typedef struct {
-    __m512i sidx[4];       /* VNNI: [0], [1] for the chunk pairs (0,1), (2,3); BW: one per chunk */
+    __m512i sidx[4];       /* scale index per chunk */
     __m512i lo4, b10;      /* byte masks */
     __m512i q5_shift[4];   /* Q5_K: moves the chunk's qh bits to bit 4 */
     __m512i q6_shl, q6_shr, m3f;
 } kq_consts;
 
 static inline void kq_consts_init(kq_consts *k, int fmt6) {
-#if KQ_VNNI
-    k->sidx[0] = kq_scale_index_pair(fmt6, 0, 1);
-    k->sidx[1] = kq_scale_index_pair(fmt6, 2, 3);
-    k->sidx[2] = k->sidx[3] = k->sidx[0];
-#else
     for (int c = 0; c < 4; c++) k->sidx[c] = kq_scale_index(fmt6, c);
-#endif
     k->lo4 = _mm512_set1_epi8(0x0F);
     k->b10 = _mm512_set1_epi8(0x10);
     k->m3f = _mm512_set1_epi8(0x3F);
@@ -104,7 +73,7 @@ static inline float kq_hsum(__m512 v) { return _mm512_reduce_add_ps(v); }
 /* ---- one super-block, unpacked ---- */
 typedef struct {
     __m512i w[4];  /* 256 unsigned weights, chunk order as kq_scale_of */
-    __m512i sc[4]; /* scale vectors (VNNI: [0], [1] per chunk pair) */
+    __m512i sc[4]; /* scale vectors, one per chunk */
     __m256i mdup;  /* Q4_K/Q5_K: mins, each twice (one per 16-value bsum); Q6_K: the 16 scales */
     __m128 dd;     /* [d, dmin, 0, 0] (Q6_K: dmin = 0) */
 } kq_sb;
@@ -112,7 +81,7 @@ typedef struct {
 KQ_INLINE void kq_scales_q45(kq_sb *s, const kq_consts *k, const uint8_t *packed) {
     const __m128i scm = kq_scale_min_sse(packed);
     const __m512i sc16 = _mm512_zextsi128_si512(_mm_cvtepu8_epi16(scm));
-    for (int c = 0; c < (KQ_VNNI ? 2 : 4); c++) s->sc[c] = _mm512_permutexvar_epi16(k->sidx[c], sc16);
+    for (int c = 0; c < 4; c++) s->sc[c] = _mm512_permutexvar_epi16(k->sidx[c], sc16);
     s->mdup = _mm256_cvtepu8_epi16(
         _mm_shuffle_epi8(scm, _mm_setr_epi8(8, 8, 9, 9, 10, 10, 11, 11, 12, 12, 13, 13, 14, 14, 15, 15)));
 }
@@ -156,7 +125,7 @@ KQ_INLINE void kq_unpack_q6_K(kq_sb *s, const kq_consts *k, const kq_block_q6_K 
     }
     const __m256i sc16 = _mm256_cvtepi8_epi16(_mm_loadu_si128((const __m128i *)b->scales));
     const __m512i sc = _mm512_zextsi256_si512(sc16);
-    for (int c = 0; c < (KQ_VNNI ? 2 : 4); c++) s->sc[c] = _mm512_permutexvar_epi16(k->sidx[c], sc);
+    for (int c = 0; c < 4; c++) s->sc[c] = _mm512_permutexvar_epi16(k->sidx[c], sc);
     s->mdup = sc16;
     s->dd = _mm_cvtph_ps(_mm_cvtsi32_si128(b->d));
 }
@@ -165,17 +134,10 @@ KQ_INLINE void kq_unpack_q6_K(kq_sb *s, const kq_consts *k, const kq_block_q6_K 
 KQ_INLINE __m512i kq_isum(const kq_sb *s, const kq_act *a) {
     __m512i x[4];
     for (int c = 0; c < 4; c++) x[c] = _mm512_loadu_si512(a->qs + 64 * c);
-#if KQ_VNNI
-    const __m512i z = _mm512_setzero_si512();
-    const __m512i p01 = _mm512_packs_epi32(_mm512_dpbusd_epi32(z, s->w[0], x[0]), _mm512_dpbusd_epi32(z, s->w[1], x[1]));
-    const __m512i p23 = _mm512_packs_epi32(_mm512_dpbusd_epi32(z, s->w[2], x[2]), _mm512_dpbusd_epi32(z, s->w[3], x[3]));
-    return _mm512_dpwssd_epi32(_mm512_madd_epi16(p01, s->sc[0]), p23, s->sc[1]);
-#else
     __m512i acc = _mm512_madd_epi16(_mm512_maddubs_epi16(s->w[0], x[0]), s->sc[0]);
     for (int c = 1; c < 4; c++)
         acc = _mm512_add_epi32(acc, _mm512_madd_epi16(_mm512_maddubs_epi16(s->w[c], x[c]), s->sc[c]));
     return acc;
-#endif
 }
 
 /* Q4_K/Q5_K: acc += dx*d*isum, accm += dx*dmin*sum_s m[s]*bsum(s) */

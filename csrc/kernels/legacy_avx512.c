@@ -17,7 +17,6 @@
  *
  * GEMM: each unpacked pair of weight blocks serves up to 4 activation rows.
  */
-#define LEGACY_VNNI 0
 #include "legacy_avx512_impl.h"
 
 LEGACY_ENTRY_POINTS(avx512, FC_ISA_AVX512)

@@ -1,7 +1,5 @@
-/* Body of legacy_avx512.c (LEGACY_VNNI 0: vpmaddubsw + vpmaddwd). LEGACY_VNNI 1 (vpdpbusd) is
- * kept for comparison builds only: the AVX-512 VNNI level reads these formats through
- * legacyx16_avx512vnni.c (16-row tiles, packed or gathered). Included only by its .c file, so it
- * is compiled with that file's flags. See their headers for the instructions and overflow limits.
+/* Body of legacy_avx512.c (vpmaddubsw + vpmaddwd), compiled with its flags. The AVX-512 VNNI
+ * level reads these formats through legacyx16_avx512vnni.c (16-row tiles, packed or gathered). See their headers for the instructions and overflow limits.
  *
  * Two 32-value blocks fill one 512-bit register: lanes 0..7 of the int32 products belong to the
  * first block, 8..15 to the second, and the per-block scales are spread the same way
@@ -76,11 +74,7 @@ AI __m512i codes2(const int fmt, const uint8_t *p0, const uint8_t *p1) {
 }
 
 AI __m512i idot(__m512i qu, __m512i av) {
-#if LEGACY_VNNI
-    return _mm512_dpbusd_epi32(_mm512_setzero_si512(), qu, av);
-#else
     return _mm512_madd_epi16(_mm512_maddubs_epi16(qu, av), _mm512_set1_epi16(1));
-#endif
 }
 
 /* acc[j] += per-block scales cz * int products of codes q with activation row j at block b */
