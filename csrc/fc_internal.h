@@ -85,6 +85,12 @@ typedef struct {
      * scores is scratch of n_pos floats. */
     void (*attn_head)(float *out, const float *q, const float *k, const float *v, int64_t n_pos,
                       int64_t head_dim, int64_t kv_stride, float scale, float *scores);
+    /* attn_head for n_heads consecutive query heads (q, out: n_heads * head_dim) that share the
+     * K/V head (grouped-query attention); scores: n_heads * n_pos scratch. Bit for bit what
+     * attn_head gives per head; the SIMD levels pass over each K and V row once per group (or
+     * per few heads) instead of once per head. */
+    void (*attn_group)(float *out, const float *q, int64_t n_heads, const float *k, const float *v,
+                       int64_t n_pos, int64_t head_dim, int64_t kv_stride, float scale, float *scores);
     /* Sum of n floats (a streaming read: the yardstick fc_membw times). */
     double (*sum_read)(const float *x, int64_t n);
 } fc_ops;

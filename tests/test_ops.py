@@ -142,6 +142,26 @@ def test_attn_head(isa, n_pos, head_dim):
                    f"attn_head n_pos={n_pos} hd={head_dim} @ {isa}")
 
 
+@pytest.mark.parametrize("n_pos", [1, 33, 1023])
+@pytest.mark.parametrize("head_dim", [3, 64, 72])
+@pytest.mark.parametrize("n_heads", [1, 3, 4, 5, 8])
+def test_attn_group_equals_attn_head(isa, n_pos, head_dim, n_heads):
+    """attn_group (a query group sharing one K/V head, each K/V row read once per group) must give
+    exactly attn_head's bits per head; attn_head is checked against float64 above."""
+    rng = _rng("attng", isa, n_pos, head_dim, n_heads)
+    kv_stride = head_dim * 3 + 5
+    q = rng.standard_normal((n_heads, head_dim)).astype(np.float32)
+    K = rng.standard_normal((n_pos, kv_stride)).astype(np.float32)
+    V = rng.standard_normal((n_pos, kv_stride)).astype(np.float32)
+    scale = np.float32(1.0 / np.sqrt(head_dim))
+    out = np.full((n_heads, head_dim), np.nan, np.float32)
+    _core.op_attn_group(_level(isa), out, q, K, V, scale, np.empty(n_heads * n_pos, np.float32))
+    for h in range(n_heads):
+        want = np.full(head_dim, np.nan, np.float32)
+        _core.op_attn_head(_level(isa), want, q[h], K, V, scale, np.empty(n_pos, np.float32))
+        np.testing.assert_array_equal(out[h], want, err_msg=f"head {h} of {n_heads} @ {isa}")
+
+
 @pytest.mark.parametrize("n", SIZES + [1 << 16])
 def test_sum_read(isa, n):
     rng = _rng("sum", isa, n)

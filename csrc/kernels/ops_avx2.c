@@ -240,6 +240,13 @@ static double sum_read_avx2(const float *x, int64_t n) {
     return hsum_pd(_mm256_add_pd(s0, s1));
 }
 
+/* Grouped-query heads one after the other (the group's K/V rows stay in cache between heads). */
+static void attn_group_avx2(float *out, const float *q, int64_t n_heads, const float *k, const float *v,
+                             int64_t n_pos, int64_t head_dim, int64_t kv_stride, float scale, float *scores) {
+    for (int64_t h = 0; h < n_heads; h++)
+        attn_head_avx2(out + h * head_dim, q + h * head_dim, k, v, n_pos, head_dim, kv_stride, scale, scores + h * n_pos);
+}
+
 FC_REG(ops_avx2) {
     t->ops.rmsnorm = rmsnorm_avx2;
     t->ops.rope = rope_avx2;
@@ -247,5 +254,6 @@ FC_REG(ops_avx2) {
     t->ops.silu_mul = silu_mul_avx2;
     t->ops.add = add_avx2;
     t->ops.attn_head = attn_head_avx2;
+    t->ops.attn_group = attn_group_avx2;
     t->ops.sum_read = sum_read_avx2;
 }

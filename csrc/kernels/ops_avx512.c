@@ -218,6 +218,59 @@ static void attn_head_avx512(float *out, const float *q, const float *k, const f
     }
 }
 
+/* p . V for NH heads of a group: each V row is loaded once for the NH heads (4 output vectors per
+ * head in registers: 16 accumulators at NH = 4); each accumulator sees the same fused
+ * multiply-adds in the same order as in attn_head, so the bits are attn_head's. */
+static inline __attribute__((always_inline)) void attn_pv_heads(const int NH, float *out, const float *scores,
+                                                                int64_t n_pos, const float *v, int64_t head_dim,
+                                                                int64_t kv_stride) {
+    for (int64_t i = 0; i < head_dim; i += 4 * L) {
+        __mmask16 m[4];
+        for (int u = 0; u < 4; u++) {
+            const int64_t left = head_dim - i - u * L;
+            m[u] = left >= L ? (__mmask16)0xffff : left > 0 ? tail(left) : 0;
+        }
+        __m512 o[4][4];
+#pragma GCC unroll 4
+        for (int h = 0; h < NH; h++)
+            for (int u = 0; u < 4; u++) o[h][u] = _mm512_setzero_ps();
+        for (int64_t p = 0; p < n_pos; p++) {
+            const float *vp = v + p * kv_stride + i;
+            __m512 vv[4];
+            for (int u = 0; u < 4; u++) vv[u] = _mm512_maskz_loadu_ps(m[u], vp + u * L);
+#pragma GCC unroll 4
+            for (int h = 0; h < NH; h++) {
+                const __m512 s = _mm512_set1_ps(scores[h * n_pos + p]);
+                for (int u = 0; u < 4; u++) o[h][u] = _mm512_fmadd_ps(s, vv[u], o[h][u]);
+            }
+        }
+#pragma GCC unroll 4
+        for (int h = 0; h < NH; h++)
+            for (int u = 0; u < 4; u++) _mm512_mask_storeu_ps(out + h * head_dim + i + u * L, m[u], o[h][u]);
+    }
+}
+
+/* Grouped-query attention: each K row is read once for all the group's heads (their scores), each
+ * V row once per 4 heads, where attn_head per head read both once per head. */
+static void attn_group_avx512(float *out, const float *q, int64_t n_heads, const float *k, const float *v,
+                              int64_t n_pos, int64_t head_dim, int64_t kv_stride, float scale, float *scores) {
+    for (int64_t p = 0; p < n_pos; p++) {
+        const float *kp = k + p * kv_stride;
+        for (int64_t h = 0; h < n_heads; h++) scores[h * n_pos + p] = dot_ps(q + h * head_dim, kp, head_dim) * scale;
+    }
+    for (int64_t h = 0; h < n_heads; h++) softmax_avx512(scores + h * n_pos, n_pos);
+    for (int64_t h0 = 0; h0 < n_heads; h0 += 4) {
+        float *o = out + h0 * head_dim;
+        const float *sc = scores + h0 * n_pos;
+        switch (n_heads - h0 < 4 ? n_heads - h0 : 4) {
+        case 4: attn_pv_heads(4, o, sc, n_pos, v, head_dim, kv_stride); break;
+        case 3: attn_pv_heads(3, o, sc, n_pos, v, head_dim, kv_stride); break;
+        case 2: attn_pv_heads(2, o, sc, n_pos, v, head_dim, kv_stride); break;
+        default: attn_pv_heads(1, o, sc, n_pos, v, head_dim, kv_stride); break;
+        }
+    }
+}
+
 /* The bandwidth yardstick: 8 independent accumulators (8 cache lines in flight per iteration) so
  * that the add latency never limits the read rate; float32 lanes, summed in double at the end. */
 static double sum_read_avx512(const float *x, int64_t n) {
@@ -247,5 +300,6 @@ FC_REG(ops_avx512) {
     t->ops.silu_mul = silu_mul_avx512;
     t->ops.add = add_avx512;
     t->ops.attn_head = attn_head_avx512;
+    t->ops.attn_group = attn_group_avx512;
     t->ops.sum_read = sum_read_avx512;
 }

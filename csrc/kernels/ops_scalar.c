@@ -79,6 +79,13 @@ static double sum_read_ref(const float *x, int64_t n) {
     return t;
 }
 
+/* Grouped-query heads one after the other (the specification of attn_group). */
+static void attn_group_ref(float *out, const float *q, int64_t n_heads, const float *k, const float *v,
+                             int64_t n_pos, int64_t head_dim, int64_t kv_stride, float scale, float *scores) {
+    for (int64_t h = 0; h < n_heads; h++)
+        attn_head_ref(out + h * head_dim, q + h * head_dim, k, v, n_pos, head_dim, kv_stride, scale, scores + h * n_pos);
+}
+
 FC_REG(ops_scalar) {
     t->ops.rmsnorm = rmsnorm_ref;
     t->ops.rope = rope_ref;
@@ -86,5 +93,6 @@ FC_REG(ops_scalar) {
     t->ops.silu_mul = silu_mul_ref;
     t->ops.add = add_ref;
     t->ops.attn_head = attn_head_ref;
+    t->ops.attn_group = attn_group_ref;
     t->ops.sum_read = sum_read_ref;
 }

@@ -62,7 +62,7 @@ struct fc_llama {
     float *att;     /* (B, q_dim) attention output */
     float *gu;      /* (B, 2*hidden): fused gate|up rows, else gate (B, hidden) | up (B, hidden) */
     float *h;       /* (B, hidden) silu(gate) * up */
-    float *scores;  /* (nth * ATTN_CHUNKS_PER_THREAD, n_ctx) attention scratch per chunk */
+    float *scores;  /* (nth * ATTN_CHUNKS_PER_THREAD, n_heads / n_kv_heads, n_ctx) attention scratch per chunk */
     void *work;     /* GEMM activation scratch: max fc_gemm_w_work_bytes over the weights at B rows */
     size_t alloc_bytes;
     fc_llama_source src; /* weights per pass (fetch NULL: prepared at create) */
@@ -271,7 +271,8 @@ fc_llama *fc_llama_create_src(const fc_llama_config *cfg, fc_llama_tensor token_
     m->att = alloc64(m, (size_t)(B * m->q_dim) * sizeof(float));
     m->gu = alloc64(m, (size_t)(B * 2 * hidden) * sizeof(float));
     m->h = alloc64(m, (size_t)(B * hidden) * sizeof(float));
-    m->scores = alloc64(m, (size_t)m->nth * ATTN_CHUNKS_PER_THREAD * (size_t)c->n_ctx * sizeof(float));
+    m->scores = alloc64(m, (size_t)m->nth * ATTN_CHUNKS_PER_THREAD * (size_t)(c->n_heads / c->n_kv_heads) *
+                               (size_t)c->n_ctx * sizeof(float));
     m->work = alloc64(m, work + FC_ALIGN);
     if (!m->k_cache || !m->v_cache || !m->x || !m->xb || !m->y || !m->qkv || !m->att || !m->gu || !m->h ||
         !m->scores || !m->work)
@@ -373,16 +374,16 @@ static void rows_stage(block_job *j, int r0, int r1, int step, int ith) {
         }
         break;
     }
-    case STAGE_ATTN: { /* r0..r1 index (row, head) pairs */
+    case STAGE_ATTN: { /* r0..r1 index (row, KV head) pairs: a query group reads its K/V once */
         const size_t lbase = (size_t)j->layer * (size_t)c->n_ctx * (size_t)m->kv_dim;
         const int group = c->n_heads / c->n_kv_heads;
-        float *scores = m->scores + (size_t)ith * (size_t)c->n_ctx;
+        float *scores = m->scores + (size_t)ith * (size_t)group * (size_t)c->n_ctx;
         for (int t = r0; t < r1; t += step) {
-            const int i = t / c->n_heads, h = t % c->n_heads, g = h / group;
+            const int i = t / c->n_kv_heads, g = t % c->n_kv_heads, h = g * group;
             const int p = row_pos(j, i);
             const size_t base = lbase + row_cache0(j, i) * (size_t)m->kv_dim + (size_t)g * hd;
-            ops->attn_head(m->att + (int64_t)i * m->q_dim + h * hd, j->q + i * j->q_ld + h * hd, m->k_cache + base,
-                           m->v_cache + base, p + 1, hd, m->kv_dim, c->attn_scale, scores);
+            ops->attn_group(m->att + (int64_t)i * m->q_dim + h * hd, j->q + i * j->q_ld + h * hd, group,
+                            m->k_cache + base, m->v_cache + base, p + 1, hd, m->kv_dim, c->attn_scale, scores);
         }
         break;
     }
@@ -401,7 +402,7 @@ static void rows_stage(block_job *j, int r0, int r1, int step, int ith) {
 }
 
 static int stage_items(const block_job *j) {
-    return j->stage == STAGE_ATTN ? j->nb * j->m->c.n_heads : j->nb;
+    return j->stage == STAGE_ATTN ? j->nb * j->m->c.n_kv_heads : j->nb;
 }
 
 static void stage_task(void *ctx, int ith, int nth) {
