@@ -294,9 +294,7 @@ static int alloc_packed(void **p, size_t bytes) {
     return posix_memalign(p, FC_ALIGN, bytes) ? -1 : 0;
 }
 
-int fc_weight_prepare(fc_weight *w, int qtype, const void *data, int64_t rows, int64_t cols) {
-    const fc_table *t = fc_tab();
-    const fc_qkernel *k = t->qp[qtype].gemm ? &t->qp[qtype] : &t->q[qtype];
+static void weight_init(fc_weight *w, const fc_qkernel *k, int qtype, const void *src, int64_t rows, int64_t cols) {
     memset(w, 0, sizeof *w);
     w->qtype = qtype;
     w->isa = (int)fc_isa_current();
@@ -305,17 +303,31 @@ int fc_weight_prepare(fc_weight *w, int qtype, const void *data, int64_t rows, i
     w->row_bytes = fc_row_bytes(qtype, cols);
     w->kernel = k;
     w->layout = k->layout;
-    w->data = data;
-    w->src = data;
-    if (!k->gemm) return -2;
-    if (k->layout != 0) {
-        size_t nb = k->packed_bytes(rows, cols);
-        if (alloc_packed(&w->owned, nb)) return -1;
-        k->pack(data, w->row_bytes, rows, cols, w->owned);
-        w->owned_bytes = nb;
-        w->data = w->owned;
+    w->data = src;
+    w->src = src;
+}
+
+/* Packs runs of GGUF rows one after the other into one owned copy (one run, or the runs of a
+ * pack_segments kernel: packed_bytes is additive over them). */
+static int pack_runs(fc_weight *w, const fc_qkernel *k, const void *const *data, const int64_t *rows, int nseg) {
+    const size_t nb = k->packed_bytes(w->rows, w->cols);
+    if (alloc_packed(&w->owned, nb)) return -1;
+    size_t off = 0;
+    for (int s = 0; s < nseg; s++) {
+        k->pack(data[s], w->row_bytes, rows[s], w->cols, (uint8_t *)w->owned + off);
+        off += k->packed_bytes(rows[s], w->cols);
     }
+    w->owned_bytes = nb;
+    w->data = w->owned;
     return 0;
+}
+
+int fc_weight_prepare(fc_weight *w, int qtype, const void *data, int64_t rows, int64_t cols) {
+    const fc_table *t = fc_tab();
+    const fc_qkernel *k = t->qp[qtype].gemm ? &t->qp[qtype] : &t->q[qtype];
+    weight_init(w, k, qtype, data, rows, cols);
+    if (!k->gemm) return -2;
+    return k->layout != 0 ? pack_runs(w, k, &data, &rows, 1) : 0;
 }
 
 int fc_weight_prepare_segments(fc_weight *w, int qtype, const void *const *data, const int64_t *rows, int nseg,
@@ -333,25 +345,8 @@ int fc_weight_prepare_segments(fc_weight *w, int qtype, const void *const *data,
         int ok = pk->pack_segments;
         for (int s = 0; s + 1 < nseg; s++) ok &= rows[s] % align == 0;
         if (!ok) return -3;
-        memset(w, 0, sizeof *w);
-        w->qtype = qtype;
-        w->isa = (int)fc_isa_current();
-        w->rows = total;
-        w->cols = cols;
-        w->row_bytes = fc_row_bytes(qtype, cols);
-        w->kernel = pk;
-        w->layout = pk->layout;
-        w->src = data[0];
-        const size_t nb = pk->packed_bytes(total, cols);
-        if (alloc_packed(&w->owned, nb)) return -1;
-        size_t off = 0;
-        for (int s = 0; s < nseg; s++) {
-            pk->pack(data[s], w->row_bytes, rows[s], cols, (uint8_t *)w->owned + off);
-            off += pk->packed_bytes(rows[s], cols);
-        }
-        w->owned_bytes = nb;
-        w->data = w->owned;
-        return 0;
+        weight_init(w, pk, qtype, data[0], total, cols);
+        return pack_runs(w, pk, data, rows, nseg);
     }
     int rc = fc_weight_prepare(w, qtype, data[0], total, cols);
     if (rc) return rc;

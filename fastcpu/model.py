@@ -8,7 +8,6 @@ normal rope layout (pairs 2i, 2i+1) applies; qwen2 files keep the neox pairing (
 """
 from __future__ import annotations
 
-import mmap
 import math
 import os
 from dataclasses import dataclass, field
@@ -292,8 +291,6 @@ class Model:
         econf["src_mapped"] = self.stream is None and _all_mapped(f, [emb, out] + [
             L[k] for L in layers for k in ("wq", "wk", "wv", "wo", "w_gate", "w_up", "w_down")])
         self.engine = _engine.Engine(econf, emb, onorm, out, layers, self.inv_freq, stream=self.stream)
-        if self.stream is None:
-            _release_mapped_pages(f)
 
     @property
     def n_vocab(self) -> int:
@@ -301,20 +298,6 @@ class Model:
 
     def forward(self, tokens, pos: int, logits: str = "last", out=None):
         return self.engine.forward(tokens, pos, logits, out)
-
-
-def _release_mapped_pages(f) -> None:
-    """Drops the file's pages from this process's mapping once the engine is built: matrices the
-    kernels repacked (anonymous memory of their own) were read through it once and are not read
-    again, and would otherwise count twice in the resident set (peak RSS <= file + KV + 10%). What
-    is still read in place (norms, embedding rows, matrices kept as stored) faults back in from the
-    page cache on first use; the mapping itself stays valid."""
-    mm = getattr(f, "_mm", None)
-    if mm is not None and hasattr(mm, "madvise") and hasattr(mmap, "MADV_DONTNEED"):
-        try:
-            mm.madvise(mmap.MADV_DONTNEED)
-        except OSError:  # advice only
-            pass
 
 
 def _all_mapped(f, mats) -> bool:
