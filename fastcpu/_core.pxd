@@ -1,5 +1,5 @@
 # C declarations of the fastcpu library (csrc/include/fastcpu/fastcpu.h, csrc/fc_internal.h).
-from libc.stdint cimport int64_t, uint8_t, uint16_t
+from libc.stdint cimport int32_t, int64_t, uint8_t, uint16_t
 
 cdef extern from "fastcpu/fastcpu.h" nogil:
     ctypedef struct fc_cpu_features:
@@ -31,6 +31,13 @@ cdef extern from "fastcpu/fastcpu.h" nogil:
     int fc_quantize(int qtype, const float *src, void *dst, int64_t n)
     double fc_membw(size_t nbytes, int threads, int passes)
     int64_t fc_topk(const float *x, int64_t n, int64_t k, int64_t *idx)
+    ctypedef struct fc_sampling:
+        double temperature, top_p, min_p
+        double repeat_penalty, presence_penalty, frequency_penalty
+        int64_t top_k
+    size_t fc_sample_scratch_bytes(int64_t n, int64_t n_recent)
+    int64_t fc_sample(const float *logits, int64_t n, const fc_sampling *p, const int32_t *recent,
+                      int64_t n_recent, double u, void *scratch)
     ctypedef struct fc_weight:
         int qtype
         int layout

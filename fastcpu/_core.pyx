@@ -1,7 +1,7 @@
 # cython: language_level=3, boundscheck=False, wraparound=False
 """Thin binding over the fastcpu C library. Callers (fastcpu.kernels) validate arguments first;
 this layer only re-checks what would make the C code read or write out of bounds."""
-from libc.stdint cimport int64_t, uint8_t
+from libc.stdint cimport int32_t, int64_t, uint8_t
 
 import numpy as np
 
@@ -147,6 +147,51 @@ def topk(const float[::1] x, int64_t k):
         with nogil:
             fc_topk(&x[0], n, k, &o[0])
     return out
+
+
+def sample_scratch_bytes(int64_t n, int64_t n_recent):
+    """Bytes of the scratch buffer that sample() needs for a row of n logits."""
+    if n < 1 or n_recent < 0:
+        raise ValueError("n must be >= 1 and n_recent >= 0")
+    return fc_sample_scratch_bytes(n, n_recent)
+
+
+def sample(const float[::1] logits, double temperature, int64_t top_k, double top_p, double min_p,
+           double repeat_penalty, double presence_penalty, double frequency_penalty,
+           const int32_t[::1] recent, double u, uint8_t[::1] scratch):
+    """One token id drawn from logits by fc_sample (see fastcpu.sampler.sample for the chain).
+    recent: the tokens the penalties look at (each in [0, n)); u: the random number in [0, 1);
+    scratch: sample_scratch_bytes(n, len(recent)) bytes, 8-byte aligned."""
+    cdef int64_t n = logits.shape[0]
+    cdef int64_t nr = recent.shape[0]
+    cdef int64_t i
+    if n < 1:
+        raise ValueError("empty logits row")
+    if not (0.0 <= u < 1.0):
+        raise ValueError(f"u must be in [0, 1), got {u}")
+    if not (temperature >= 0.0 and 0.0 <= top_p <= 1.0 and 0.0 <= min_p <= 1.0 and repeat_penalty > 0.0
+            and top_k >= 0):
+        raise ValueError("sampling parameters out of range")
+    if <size_t>scratch.shape[0] < fc_sample_scratch_bytes(n, nr):
+        raise ValueError(f"scratch too small: {scratch.shape[0]} bytes, need {fc_sample_scratch_bytes(n, nr)}")
+    if (<size_t>&scratch[0]) % 8:
+        raise ValueError("scratch must be 8-byte aligned")
+    for i in range(nr):
+        if recent[i] < 0 or recent[i] >= n:
+            raise ValueError(f"recent token {recent[i]} out of range for {n} logits")
+    cdef fc_sampling p
+    p.temperature = temperature
+    p.top_k = top_k
+    p.top_p = top_p
+    p.min_p = min_p
+    p.repeat_penalty = repeat_penalty
+    p.presence_penalty = presence_penalty
+    p.frequency_penalty = frequency_penalty
+    cdef int64_t t
+    cdef const int32_t *rp = &recent[0] if nr > 0 else NULL
+    with nogil:
+        t = fc_sample(&logits[0], n, &p, rp, nr, u, &scratch[0])
+    return t
 
 
 cdef class PreparedWeight:

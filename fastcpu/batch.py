@@ -18,7 +18,7 @@ import time
 
 import numpy as np
 
-from .sampler import SamplerParams, sample
+from .sampler import SamplerParams, sample, scratch_for
 
 
 def generate_batch(llm, prompts, max_tokens: int = 128, temperature: float = 0.8, top_k: int = 40,
@@ -85,10 +85,11 @@ def generate_batch(llm, prompts, max_tokens: int = 128, temperature: float = 0.8
         active = list(range(n))
         rows = {i: logits[i] for i in range(n)}
         steps = 0
+        scratch = scratch_for(llm.n_vocab, params)
         while active and max_tokens > 0:
             nxt = []
             for i in active:
-                t = sample(rows[i], rngs[i], params, history[i])
+                t = sample(rows[i], rngs[i], params, history[i], scratch)
                 if t in llm.stop_ids:
                     reasons[i] = "stop"
                     continue

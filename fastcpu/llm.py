@@ -19,7 +19,7 @@ from typing import Iterator, Sequence
 import numpy as np
 
 from .model import Model
-from .sampler import SamplerParams, sample
+from .sampler import SamplerParams, sample, scratch_for
 
 
 def _resolve_model(model) -> str:
@@ -202,8 +202,9 @@ class LLM:
             # faults and zeroing in the kernel, a visible share of a SmolLM2 step
             out = np.empty(self.n_vocab, np.float32)
             tok_arr = np.empty(1, np.int32)
+            scratch = scratch_for(self.n_vocab, params)
             while n_gen < max_tokens:
-                tok = sample(logits, rng, params, history)
+                tok = sample(logits, rng, params, history, scratch)
                 if tok in self.stop_ids:
                     reason = "stop"
                     break

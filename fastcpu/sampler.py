@@ -74,8 +74,44 @@ def apply_penalties(logits: np.ndarray, history, p: SamplerParams) -> np.ndarray
     return out
 
 
-def sample(logits: np.ndarray, rng: np.random.Generator | None, p: SamplerParams, history=()) -> int:
-    """One token id from a 1-D float32 logits row. rng may be None only when greedy."""
+_NO_TOKENS = np.empty(0, np.int32)
+
+
+def scratch_for(n_vocab: int, p: SamplerParams) -> np.ndarray:
+    """A work buffer for sample() over rows of n_vocab logits: make one per generation and pass it
+    to every step (a fresh one per token would be an mmap and page faults each time)."""
+    return np.empty(_core.sample_scratch_bytes(n_vocab, p.penalty_last_n), np.uint8)
+
+
+def _penalised(p: SamplerParams) -> bool:
+    return p.penalty_last_n > 0 and (p.repeat_penalty != 1.0 or p.presence_penalty != 0.0
+                                     or p.frequency_penalty != 0.0)
+
+
+def sample(logits: np.ndarray, rng: np.random.Generator | None, p: SamplerParams, history=(),
+           scratch: np.ndarray | None = None) -> int:
+    """One token id from a 1-D float32 logits row. rng may be None only when greedy.
+
+    The chain runs in C (fastcpu._core.sample, one call instead of a dozen NumPy passes over the
+    row); sample_ref below is its specification, operation by operation."""
+    if p.temperature > 0.0 and rng is None:
+        raise ValueError("sampling with temperature > 0 needs a random generator")
+    x = np.ascontiguousarray(logits, dtype=np.float32)
+    if x.ndim != 1 or x.shape[0] == 0:
+        raise ValueError(f"logits must be a non-empty 1-D row, got shape {x.shape}")
+    recent = _NO_TOKENS
+    if _penalised(p) and len(history):
+        recent = np.asarray(history[-p.penalty_last_n:], dtype=np.int32)
+    need = _core.sample_scratch_bytes(x.shape[0], recent.shape[0])
+    if scratch is None or scratch.nbytes < need:
+        scratch = np.empty(need, np.uint8)
+    u = rng.random() if p.temperature > 0.0 else 0.0
+    return _core.sample(x, p.temperature, p.top_k, p.top_p, p.min_p, p.repeat_penalty, p.presence_penalty,
+                        p.frequency_penalty, recent, u, scratch)
+
+
+def sample_ref(logits: np.ndarray, rng: np.random.Generator | None, p: SamplerParams, history=()) -> int:
+    """The sampling chain in NumPy: the specification of sample()."""
     logits = apply_penalties(logits, history, p)
     if p.temperature <= 0.0:
         return int(np.argmax(logits))
@@ -98,7 +134,8 @@ def sample(logits: np.ndarray, rng: np.random.Generator | None, p: SamplerParams
     cand = np.flatnonzero(e >= p.min_p) if p.min_p > 0.0 else np.arange(len(x))
     if p.top_p < 1.0:
         # the nucleus is usually short: sort a bounded head of the candidates first
-        head = cand if len(cand) <= 256 else cand[np.argpartition(-e[cand], 255)[:256]]
+        # (ids ascending before the stable sort: ties go to the lower id, as in the top-k path)
+        head = cand if len(cand) <= 256 else np.sort(cand[np.argpartition(-e[cand], 255)[:256]])
         order = head[np.argsort(-e[head], kind="stable")]
         cum = np.cumsum(e[order]) / z
         j = int(np.searchsorted(cum, p.top_p, side="left"))

@@ -127,3 +127,63 @@ def test_topk_matches_stable_argsort(n, k):
               np.round(rng.standard_normal(n) * 2).astype(np.float32)):  # many ties
         want = np.argsort(-x.astype(np.float64), kind="stable")[:k]
         np.testing.assert_array_equal(_core.topk(x, k), want)
+
+
+class _Draws:
+    """A numpy-Generator stand-in that returns u once; remembers it."""
+
+    def __init__(self, u):
+        self.u = u
+
+    def random(self):
+        return self.u
+
+
+@pytest.mark.parametrize("seed", range(8))
+def test_c_chain_matches_numpy_spec(seed):
+    """sample (the chain in C, fc_sample) against sample_ref (the NumPy chain it transcribes) over
+    peaked and flat rows, every stage on and off, penalties with repeats. The sums are NumPy's
+    pairwise order, so the two agree exactly unless exp() rounds an ulp apart right at u's bucket
+    edge: then the reference itself must give C's token for a u 1e-9 away."""
+    from fastcpu.sampler import sample_ref, scratch_for
+
+    rng = np.random.default_rng(100 + seed)
+    n = [49152, 5000, 300, 1, 3, 33, 1023, 257][seed]
+    scale = [3.0, 0.3, 1.0, 1.0, 2.0, 0.05, 8.0, 0.5][seed]
+    logits = (rng.standard_normal(n) * scale).astype(np.float32)
+    if seed % 3 == 0:
+        logits[rng.integers(0, n, max(1, n // 10))] = logits.max()  # ties at the top
+    configs = [(0.8, 40, 0.95, 0.05), (1.0, 0, 1.0, 0.0), (0.5, 5, 1.0, 0.0), (1.3, 0, 0.5, 0.0),
+               (1.0, 0, 0.99, 0.0), (1.0, 0, 1.0, 0.2), (2.0, 100, 0.9, 0.01), (0.0, 40, 0.95, 0.05),
+               (0.7, 1, 1.0, 0.0), (1.0, n + 5, 0.8, 0.0)]
+    history = list(rng.integers(0, n, 80))
+    mismatches = 0
+    for temp, k, tp, mp in configs:
+        for pen in [(1.0, 0.0, 0.0, 64), (1.3, 0.0, 0.0, 64), (0.8, 0.5, 0.25, 16)]:
+            p = SamplerParams(temp, k, tp, mp, *pen[:3], penalty_last_n=pen[3]).validate()
+            scratch = scratch_for(n, p)
+            for u in list(rng.random(6)) + [0.0, 0.999999]:
+                got = sample(logits, _Draws(u), p, history, scratch)
+                want = sample_ref(logits, _Draws(u), p, history)
+                if got != want:
+                    mismatches += 1
+                    near = {sample_ref(logits, _Draws(min(max(u + d, 0.0), 0.9999999)), p, history)
+                            for d in (-1e-9, 1e-9)}
+                    assert got in near, (temp, k, tp, mp, pen, u, got, want)
+    assert mismatches <= 2
+
+
+def test_c_chain_rejects_bad_input():
+    from fastcpu import _core
+
+    x = np.zeros(10, np.float32)
+    s = np.empty(_core.sample_scratch_bytes(10, 2), np.uint8)
+    ok = np.array([1, 2], np.int32)
+    with pytest.raises(ValueError, match="out of range"):
+        _core.sample(x, 1.0, 0, 1.0, 0.0, 1.1, 0.0, 0.0, np.array([1, 10], np.int32), 0.5, s)
+    with pytest.raises(ValueError, match="scratch too small"):
+        _core.sample(x, 1.0, 0, 1.0, 0.0, 1.1, 0.0, 0.0, ok, 0.5, s[:16])
+    with pytest.raises(ValueError, match="u must be"):
+        _core.sample(x, 1.0, 0, 1.0, 0.0, 1.1, 0.0, 0.0, ok, 1.0, s)
+    with pytest.raises(ValueError, match="empty"):
+        sample(np.zeros(0, np.float32), None, SamplerParams(temperature=0.0))

@@ -163,6 +163,22 @@ FC_API double fc_membw(size_t bytes, int threads, int passes);
  * returns how many were written to idx. */
 FC_API int64_t fc_topk(const float *x, int64_t n, int64_t k, int64_t *idx);
 
+/* One next-token draw from a row of logits, llama.cpp's chain: penalties over `recent` (the last
+ * tokens, each in [0, n)) -> top-k -> top-p -> min-p (top-p and min-p at temperature 1) ->
+ * temperature -> the token where the cumulative probability first exceeds u (in [0, 1)).
+ * temperature <= 0 is greedy (the first maximum after penalties). top_k 0 (or >= n) keeps every
+ * token. `scratch` holds fc_sample_scratch_bytes(n, n_recent) bytes, 8-byte aligned. Returns the
+ * token id. Bit for bit the NumPy specification fastcpu.sampler.sample_ref wherever u is not within
+ * rounding of a bucket's edge. */
+typedef struct {
+    double temperature, top_p, min_p;
+    double repeat_penalty, presence_penalty, frequency_penalty;
+    int64_t top_k;
+} fc_sampling;
+FC_API size_t fc_sample_scratch_bytes(int64_t n, int64_t n_recent);
+FC_API int64_t fc_sample(const float *logits, int64_t n, const fc_sampling *p, const int32_t *recent,
+                         int64_t n_recent, double u, void *scratch);
+
 /* Default thread count (physical cores). */
 FC_API int fc_default_threads(void);
 
