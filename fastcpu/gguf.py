@@ -189,7 +189,10 @@ class GGUFFile:
         except FileNotFoundError:
             raise FileNotFoundError(f"model file not found: {self.path}") from None
         with f:
-            size = os.fstat(f.fileno()).st_size
+            # identity of the mapped file (dev, inode, size, mtime): a reader that reopens the
+            # path checks it is still the same file (fastcpu.model's embedding reader)
+            self.stat = os.fstat(f.fileno())
+            size = self.stat.st_size
             if size < 24:
                 raise ModelFormatError(
                     f"{self.path}: not a GGUF file ({size} bytes, too short for a GGUF header)")
