@@ -5,6 +5,8 @@ the file mapping; this object keeps a reference to every array it hands to C."""
 from libc.stdint cimport int32_t, int64_t, uint8_t
 from libc.stdlib cimport malloc, free
 from libc.string cimport memset
+from libc.errno cimport errno, EINTR
+from posix.unistd cimport pread, close, dup
 
 import numpy as np
 
@@ -16,7 +18,7 @@ cdef extern from "fastcpu/fastcpu.h" nogil:
 
 cdef extern from "fc_internal.h" nogil:
     ctypedef struct fc_qkernel:
-        void (*dequantize)(const void *src, float *dst, int64_t n)
+        void (*dequantize)(const void *src, float *dst, int64_t n) noexcept nogil
     ctypedef struct fc_table:
         fc_qkernel q[31]
     const fc_table *fc_tab()
@@ -89,9 +91,11 @@ cdef class Engine:
     cdef readonly int n_past  # positions 0..n_past-1 of the cache hold keys/values
     cdef bint busy
     cdef readonly size_t weight_bytes, alloc_bytes
+    cdef embd_reader *er
 
     def __cinit__(self, dict config, tuple token_embd, output_norm, output, list layers, inv_freq, stream=None):
         self.m = NULL
+        self.er = NULL
         self.keep = []
         self.n_past = 0
         self.busy = False
@@ -106,6 +110,36 @@ cdef class Engine:
             srcfn.fetch = _stream_fetch
             srcfn.embd_row = _stream_embd_row
             srcfn.ctx = <void *>st.s
+        # config["embd_file"] = (fd, offset): token_embd's rows are also at offset in the open file fd
+        # (a duplicate is kept); lookups pread them (see embd_reader) instead of reading the array.
+        ef = config.get("embd_file") if stream is None else None
+        cdef size_t erb
+        if ef is not None:
+            fd, off = ef
+            q = token_embd[0] if isinstance(token_embd, tuple) and len(token_embd) == 2 else None
+            erb = fc_row_bytes(q, config["dim"]) if isinstance(q, int) and fc_qtype_name(q) != NULL else 0
+            if erb == 0 or off < 0:
+                raise EngineError("embd_file: bad token_embd format or offset")
+            self.er = <embd_reader *>malloc(sizeof(embd_reader))
+            if self.er == NULL:
+                raise MemoryError()
+            memset(self.er, 0, sizeof(embd_reader))
+            self.er.fd = -1
+            self.er.buf = <uint8_t *>malloc(erb)
+            if self.er.buf == NULL:
+                raise MemoryError()
+            self.er.fd = dup(fd)
+            if self.er.fd < 0:
+                raise OSError(errno, "embd_file: cannot duplicate the file descriptor")
+            self.er.qtype = q
+            if fc_tab().q[<int>q].dequantize == NULL:
+                raise EngineError(f"token_embd: no dequantizer for {_qname(q)}")
+            self.er.deq = fc_tab().q[<int>q].dequantize
+            self.er.off = off
+            self.er.row_bytes = erb
+            srcfn.fetch = NULL
+            srcfn.embd_row = _pread_embd_row
+            srcfn.ctx = <void *>self.er
         cdef fc_llama_config c
         memset(&c, 0, sizeof(c))
         for key in ("n_vocab", "dim", "n_layers", "n_heads", "n_kv_heads", "head_dim", "hidden", "n_ctx",
@@ -181,7 +215,7 @@ cdef class Engine:
                 src[i].bq = self._vector(p + "attn_q.bias", d.get("bq"), q_dim, optional=True)
                 src[i].bk = self._vector(p + "attn_k.bias", d.get("bk"), kv_dim, optional=True)
                 src[i].bv = self._vector(p + "attn_v.bias", d.get("bv"), kv_dim, optional=True)
-            if st is None:
+            if st is None and self.er == NULL:
                 with nogil:
                     self.m = fc_llama_create(&c, emb, onorm, outw, src, inv, err, sizeof(err))
             else:
@@ -240,6 +274,12 @@ cdef class Engine:
         if self.m != NULL:
             fc_llama_free(self.m)
             self.m = NULL
+        if self.er != NULL:
+            if self.er.fd >= 0:
+                close(self.er.fd)
+            free(self.er.buf)
+            free(self.er)
+            self.er = NULL
 
     @property
     def threads(self):
@@ -332,6 +372,11 @@ cdef class Engine:
     def _check_rc(self, int rc):
         if rc == -2 and self.stream is not None:
             self.stream.raise_error()
+        if rc == -3 and self.er != NULL:
+            import os
+            e = self.er.err_no
+            raise OSError(e, "could not read a token embedding row from the model file: "
+                          + (os.strerror(e) if e else "the file is shorter than when it was loaded"))
         if rc != 0:
             raise MemoryError("the forward pass could not allocate its GEMM work buffer")
 
@@ -421,6 +466,40 @@ cdef int _stream_fetch(void *ctx, int g, const void **ptrs) noexcept nogil:
 
 cdef int _stream_embd_row(void *ctx, int32_t token, float *dst, int64_t dim) noexcept nogil:
     return fc_stream_embd_row(<fc_stream *>ctx, token, dst, dim)
+
+
+# Embedding rows read with pread() from the model file instead of through its memory mapping: a
+# lookup through the mapping faults in the whole fault-around window (16 pages) of every row it
+# touches, so a prompt of a few hundred tokens pulled most of a 30 MB embedding into the resident
+# set; pread copies the row's bytes only. Same bytes, same dequantizer: bit-identical rows.
+cdef struct embd_reader:
+    int fd
+    int qtype
+    int err_no
+    int64_t off
+    size_t row_bytes
+    uint8_t *buf
+    void (*deq)(const void *src, float *dst, int64_t n) noexcept nogil
+
+
+cdef int _pread_embd_row(void *ctx, int32_t token, float *dst, int64_t dim) noexcept nogil:
+    cdef embd_reader *r = <embd_reader *>ctx
+    cdef size_t got = 0
+    cdef ssize_t k
+    cdef int64_t off = r.off + <int64_t>token * <int64_t>r.row_bytes
+    while got < r.row_bytes:
+        k = pread(r.fd, r.buf + got, r.row_bytes - got, off + <int64_t>got)
+        if k < 0:
+            if errno == EINTR:
+                continue
+            r.err_no = errno
+            return -3
+        if k == 0:  # the file shrank under us
+            r.err_no = 0
+            return -3
+        got += <size_t>k
+    r.deq(r.buf, dst, dim)
+    return 0
 
 
 def _raise_stream(str msg, int err_no, bint changed, str path):

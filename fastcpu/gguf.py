@@ -17,6 +17,7 @@ from __future__ import annotations
 import mmap
 import os
 import struct
+from collections.abc import MutableMapping
 from dataclasses import dataclass
 
 import numpy as np
@@ -177,6 +178,99 @@ def _decode_value(b: bytes) -> str:
     return b.decode("utf-8", "surrogateescape")
 
 
+# Arrays with more items than this are kept in the file and decoded on each access (see _LazyArray).
+LAZY_ARRAY_MIN = 64
+
+
+class _LazyArray:
+    """A validated array value left in the file: item type, count and where its items lie."""
+
+    __slots__ = ("etype", "n", "start", "end")
+
+    def __init__(self, etype: int, n: int, start: int, end: int):
+        self.etype, self.n, self.start, self.end = etype, n, start, end
+
+    def decode(self, buf, base: int = 0) -> list:
+        """The list the eager reader built (buf holds the file, or only this array's bytes at base)."""
+        if self.etype == T_STRING:
+            return list(self.strings(buf, base))
+        a = np.frombuffer(buf, dtype=_SCALAR_DTYPE[self.etype], count=self.n, offset=self.start - base)
+        return (a.astype(bool) if self.etype == T_BOOL else a).tolist()
+
+    def strings(self, buf, base: int = 0):
+        """The items of a string array, one at a time."""
+        pos = self.start - base
+        unpack = struct.Struct("<Q").unpack_from
+        for _ in range(self.n):
+            ln = unpack(buf, pos)[0]
+            pos += 8
+            yield buf[pos:pos + ln].decode("utf-8", "surrogateescape")
+            pos += ln
+
+
+class GGUFMetadata(MutableMapping):
+    """The metadata of a GGUFFile: a mapping of keys to plain Python values, in file order.
+
+    Long arrays (a vocabulary's 49152 token strings, its ~50000 merges, token types, scores) are
+    not held as Python lists, which cost ~10 MB for a small model, for the whole life of the model,
+    after the tokenizer has read them once. They stay in the file's mapping, validated at open, and
+    every access decodes a new list with the same values the eager reader gave. When the file is
+    closed, their raw bytes are copied so that the mapping keeps working."""
+
+    def __init__(self, buf):
+        self._d: dict = {}
+        self._buf = buf
+
+    def __getitem__(self, key):
+        v = self._d[key]
+        if type(v) is _LazyArray:
+            buf = self._buf
+            if isinstance(buf, dict):  # detached: each array's bytes alone
+                return v.decode(buf[key], v.start)
+            return v.decode(buf)
+        return v
+
+    def iter_strings(self, key):
+        """An iterator over the items of a string array kept in the file, decoded one at a time (no
+        list of them all at once); None when key holds anything else."""
+        v = self._d.get(key)
+        if type(v) is not _LazyArray or v.etype != T_STRING:
+            return None
+        buf = self._buf
+        if isinstance(buf, dict):
+            return v.strings(buf[key], v.start)
+        return v.strings(buf)
+
+    def __setitem__(self, key, value):
+        self._d[key] = value
+
+    def __delitem__(self, key):
+        del self._d[key]
+
+    def __iter__(self):
+        return iter(self._d)
+
+    def __len__(self):
+        return len(self._d)
+
+    def __contains__(self, key):
+        return key in self._d
+
+    def copy(self) -> dict:
+        """A plain dict with every value decoded."""
+        return dict(self.items())
+
+    def _detach(self) -> None:
+        """Copies the bytes of the lazy arrays out of the mapping, which is about to close."""
+        buf = self._buf
+        if buf is None or isinstance(buf, dict):
+            return
+        self._buf = {k: bytes(buf[v.start:v.end]) for k, v in self._d.items() if type(v) is _LazyArray}
+
+    def __repr__(self):
+        return f"GGUFMetadata({len(self._d)} keys: {', '.join(list(self._d)[:8])}{', ...' if len(self._d) > 8 else ''})"
+
+
 class GGUFFile:
     """A parsed, validated GGUF file whose tensor data is memory-mapped read-only."""
 
@@ -189,7 +283,10 @@ class GGUFFile:
         except FileNotFoundError:
             raise FileNotFoundError(f"model file not found: {self.path}") from None
         with f:
-            size = os.fstat(f.fileno()).st_size
+            # identity of the mapped file (dev, inode, size, mtime): a reader that reopens the
+            # path checks it is still the same file (fastcpu.model's embedding reader)
+            self.stat = os.fstat(f.fileno())
+            size = self.stat.st_size
             if size < 24:
                 raise ModelFormatError(
                     f"{self.path}: not a GGUF file ({size} bytes, too short for a GGUF header)")
@@ -235,7 +332,7 @@ class GGUFFile:
         if n_tensors > (size - c.pos) // _MIN_TENSOR_INFO_BYTES:
             raise ModelFormatError(f"tensor count {n_tensors} is impossible for a file of {size} bytes")
 
-        meta: dict[str, object] = {}
+        meta = GGUFMetadata(mm)
         mtypes: dict[str, tuple] = {}
         for i in range(n_kv):
             key = _decode_name(c.string_bytes(f"metadata key #{i}"), f"metadata key #{i}")
@@ -247,7 +344,7 @@ class GGUFFile:
                 mtypes[key] = (vtype, struct.unpack_from("<I", mm, c.pos)[0])
             else:
                 mtypes[key] = (vtype, None)
-            meta[key] = self._value(c, vtype, key, 0)
+            meta[key] = self._value(c, vtype, key, 0, lazy=True)
         self.metadata = meta
         # key -> (GGUF value type, array item type or None): what a writer needs to copy a value
         self.metadata_types = mtypes
@@ -311,7 +408,7 @@ class GGUFFile:
             prev = t
         self.tensors = tensors
 
-    def _value(self, c: _Cursor, vtype: int, key: str, depth: int):
+    def _value(self, c: _Cursor, vtype: int, key: str, depth: int, lazy: bool = False):
         if vtype in _SCALAR_FMT:
             v = c.scalar(_SCALAR_FMT[vtype], _MIN_SIZE[vtype], f"value of {key!r}")
             if vtype == T_BOOL:
@@ -331,22 +428,32 @@ class GGUFFile:
             if n > (c.end - c.pos) // _MIN_SIZE[etype]:
                 raise ModelFormatError(
                     f"metadata {key!r}: array of {n} {VALUE_TYPE_NAMES[etype]} items runs past the end of the file")
+            lazy = lazy and n >= LAZY_ARRAY_MIN and etype != T_ARRAY
             if etype in _SCALAR_DTYPE:
                 nb = n * _MIN_SIZE[etype]
+                if lazy and etype != T_BOOL:
+                    c.pos += nb
+                    return _LazyArray(etype, n, c.pos - nb, c.pos)
                 a = np.frombuffer(c.buf, dtype=_SCALAR_DTYPE[etype], count=n, offset=c.pos)
                 c.pos += nb
                 if etype == T_BOOL:
                     if n and a.max() > 1:
                         raise ModelFormatError(f"metadata {key!r}: boolean array holds a byte other than 0 or 1")
+                    if lazy:
+                        return _LazyArray(etype, n, c.pos - nb, c.pos)
                     return a.astype(bool).tolist()
                 return a.tolist()
             if etype == T_STRING:
+                if lazy:
+                    start = c.pos
+                    self._strings(c, n, key, decode=False)
+                    return _LazyArray(etype, n, start, c.pos)
                 return self._strings(c, n, key)
             return [self._value(c, T_ARRAY, f"{key}[{j}]", depth + 1) for j in range(n)]
         raise ModelFormatError(f"metadata {key!r}: unknown value type {vtype}")
 
     @staticmethod
-    def _strings(c: _Cursor, n: int, key: str) -> list:
+    def _strings(c: _Cursor, n: int, key: str, decode: bool = True) -> list:
         # Token lists hold ~1e5 strings: a tight loop, with the message built only on failure.
         buf, pos, end = c.buf, c.pos, c.end
         unpack = struct.Struct("<Q").unpack_from
@@ -361,7 +468,8 @@ class GGUFFile:
             if ln > end - pos:
                 raise ModelFormatError(
                     f"metadata {key!r}: item {j} has length {ln} at offset {pos - 8}, past the end of the file")
-            append(buf[pos:pos + ln].decode("utf-8", "surrogateescape"))
+            if decode:
+                append(buf[pos:pos + ln].decode("utf-8", "surrogateescape"))
             pos += ln
         c.pos = pos
         return out
@@ -410,6 +518,9 @@ class GGUFFile:
         """Drops the mapping. Views handed out earlier keep it alive until they are gone."""
         self._buf = None
         mm, self._mm = self._mm, None
+        meta = getattr(self, "metadata", None)
+        if mm is not None and isinstance(meta, GGUFMetadata):
+            meta._detach()
         if mm is not None:
             try:
                 mm.close()

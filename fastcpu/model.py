@@ -290,7 +290,16 @@ class Model:
             self.stream, self.stream_plan, onorm = _stream.setup(f, cfg, ram_budget, stream_options, layers, onorm)
         econf["src_mapped"] = self.stream is None and _all_mapped(f, [emb, out] + [
             L[k] for L in layers for k in ("wq", "wk", "wv", "wo", "w_gate", "w_up", "w_down")])
-        self.engine = _engine.Engine(econf, emb, onorm, out, layers, self.inv_freq, stream=self.stream)
+        # Embedding lookups pread their rows from the file (see _engine.embd_reader): through the
+        # mapping each lookup faulted a whole fault-around window into the resident set.
+        fd = _open_same_file(f) if econf["src_mapped"] else None
+        if fd is not None:
+            econf["embd_file"] = (fd, f.tensors["token_embd.weight"].offset)
+        try:
+            self.engine = _engine.Engine(econf, emb, onorm, out, layers, self.inv_freq, stream=self.stream)
+        finally:
+            if fd is not None:
+                os.close(fd)
 
     @property
     def n_vocab(self) -> int:
@@ -298,6 +307,22 @@ class Model:
 
     def forward(self, tokens, pos: int, logits: str = "last", out=None):
         return self.engine.forward(tokens, pos, logits, out)
+
+
+def _open_same_file(f):
+    """A read-only descriptor of the file f mapped (None if the path now names another file)."""
+    st0 = getattr(f, "stat", None)
+    if st0 is None:
+        return None
+    try:
+        fd = os.open(f.path, os.O_RDONLY | getattr(os, "O_CLOEXEC", 0))
+    except OSError:
+        return None
+    st = os.fstat(fd)
+    if (st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns) != (st0.st_dev, st0.st_ino, st0.st_size, st0.st_mtime_ns):
+        os.close(fd)
+        return None
+    return fd
 
 
 def _all_mapped(f, mats) -> bool:

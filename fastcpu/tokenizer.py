@@ -353,7 +353,10 @@ class Tokenizer:
             texts.append(t if t else f"[EMPTY_{i}]")
         self._texts = texts
         tok2id: dict[str, int] = {}
-        for i, t in enumerate(texts):
+        # One int object per number, shared by tok2id's ids and the merge ranks below (ints above
+        # 256 are not cached by Python: two copies of 50k of them cost 1.3 MB).
+        nums = list(range(n))
+        for i, t in zip(nums, texts):
             if t in tok2id:
                 raise TokenizerError(f"duplicate token in vocabulary: {t!r} has ids {tok2id[t]} and {i}")
             tok2id[t] = i
@@ -375,16 +378,34 @@ class Tokenizer:
         self._ranks: dict[tuple[str, str], int] = {}
         ignore_merges = False
         if self.kind == "bpe":
-            merges = _get(meta, "tokenizer.ggml.merges", list)
+            # Straight from the file when the metadata keeps it there (fastcpu.gguf.GGUFMetadata): no
+            # list of ~50k strings that would leave the heap fragmented after it is freed.
+            iter_strings = getattr(meta, "iter_strings", None)
+            merges = iter_strings("tokenizer.ggml.merges") if iter_strings is not None else None
+            if merges is None:
+                merges = _get(meta, "tokenizer.ggml.merges", list)
             if merges is None:
                 raise TokenizerError("BPE vocabulary (gpt2) without 'tokenizer.ggml.merges'")
             ranks = self._ranks
             for i, m in enumerate(merges):
+                if i < n:
+                    i = nums[i]
                 if isinstance(m, bytes):
                     m = m.decode("utf-8")
                 p = m.find(" ", 1)
-                pair = (m[:p], m[p + 1:]) if p >= 0 else ("", "")
-                ranks.setdefault(pair, i)
+                if p < 0:
+                    ranks.setdefault(("", ""), i)
+                    continue
+                # The halves of a merge are vocabulary entries (nearly always): the key shares the
+                # vocabulary's strings instead of holding two copies of its own (~5 MB for 50k merges).
+                a, b = m[:p], m[p + 1:]
+                j = tok2id.get(a)
+                if j is not None:
+                    a = texts[j]
+                j = tok2id.get(b)
+                if j is not None:
+                    b = texts[j]
+                ranks.setdefault((a, b), i)
             name = pre_name or "default"
             if name not in _PRE_TOKENIZERS:
                 raise TokenizerError(

@@ -229,7 +229,7 @@ fc_llama *fc_llama_create_src(const fc_llama_config *cfg, fc_llama_tensor token_
         L->bq = s->bq;
         L->bk = s->bk;
         L->bv = s->bv;
-        if (src) {
+        if (src && src->fetch) {
             prepare_plain(&L->wqkv, s->wq.qtype, m->q_dim, dim);
             prepare_plain(&L->wk, s->wk.qtype, m->kv_dim, dim);
             prepare_plain(&L->wv, s->wv.qtype, m->kv_dim, dim);
@@ -257,7 +257,7 @@ fc_llama *fc_llama_create_src(const fc_llama_config *cfg, fc_llama_tensor token_
             if (all[i]->kernel) work = max_sz(work, fc_gemm_w_work_bytes(all[i], B));
     }
     fc_llama_tensor o = output.data ? output : token_embd;
-    if (src) prepare_plain(&m->out, o.qtype, c->n_vocab, dim);
+    if (src && src->fetch) prepare_plain(&m->out, o.qtype, c->n_vocab, dim);
     else if (prepare(m, &m->out, o.qtype, o.data, c->n_vocab, dim, 1)) goto oom;
     work = max_sz(work, fc_gemm_w_work_bytes(&m->out, B));
 

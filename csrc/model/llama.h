@@ -83,7 +83,9 @@ FC_API int fc_llama_forward(fc_llama *m, const int32_t *tokens, int n_tokens, in
  * data (the tensors' data pointers may be NULL), and each forward pass asks fetch() for group l
  * (l < n_layers: ptrs[0..7) = q, k, v, o, gate, up, down; l == n_layers: ptrs[0] = output head)
  * before it uses them, and embd_row() for each token's embedding. A nonzero return aborts the
- * pass: the forward call returns it (use a value other than -1, which means out of memory). */
+ * pass: the forward call returns it (use a value other than -1, which means out of memory).
+ * fetch NULL: the matrices are prepared at create as without a source, and only embd_row() is
+ * asked for (embedding rows read without touching the file mapping: fastcpu._engine). */
 typedef struct {
     int (*fetch)(void *ctx, int group, const void **ptrs);
     int (*embd_row)(void *ctx, int32_t token, float *dst, int64_t dim);

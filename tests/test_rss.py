@@ -1,0 +1,114 @@
+"""Mechanisms that keep the resident set small: metadata arrays left in the file, the tokenizer's
+shared strings and ints, embedding rows read with pread. Each must give exactly what the plain
+path gives."""
+from __future__ import annotations
+
+import os
+
+import numpy as np
+import pytest
+
+from gguf_meta import model_path
+from fastcpu import gguf, model as model_mod
+from fastcpu.gguf import GGUFFile, GGUFMetadata
+from fastcpu.tokenizer import Tokenizer
+
+SMOL = model_path()
+needs_smol = pytest.mark.skipif(not os.path.isfile(SMOL), reason=f"model file {SMOL} not present")
+DATA = os.path.join(os.path.dirname(__file__), "data")
+
+
+def _eager(monkeypatch, path):
+    with monkeypatch.context() as m:
+        m.setattr(gguf, "LAZY_ARRAY_MIN", 1 << 62)
+        g = GGUFFile(path)
+    assert not any(type(v) is gguf._LazyArray for v in g.metadata._d.values())
+    return g
+
+
+@needs_smol
+def test_lazy_metadata_same_values(monkeypatch):
+    ref = _eager(monkeypatch, SMOL)
+    g = GGUFFile(SMOL)
+    assert isinstance(g.metadata, GGUFMetadata)
+    lazy = [k for k, v in g.metadata._d.items() if type(v) is gguf._LazyArray]
+    assert "tokenizer.ggml.tokens" in lazy and "tokenizer.ggml.merges" in lazy
+    assert list(g.metadata) == list(ref.metadata)
+    assert g.metadata_types == ref.metadata_types
+    for k in ref.metadata:
+        got, want = g.metadata[k], ref.metadata[k]
+        assert type(got) is type(want) and got == want, k
+        if isinstance(want, list):
+            assert [type(x) for x in got] == [type(x) for x in want], k
+    assert g.metadata == ref.metadata and g.metadata.copy() == dict(ref.metadata)
+    assert list(g.metadata.iter_strings("tokenizer.ggml.merges")) == ref.metadata["tokenizer.ggml.merges"]
+    assert g.metadata.iter_strings("general.architecture") is None
+    assert g.metadata.iter_strings("no.such.key") is None
+    # still readable once the mapping is gone
+    g.close()
+    ref.close()
+    for k in ref.metadata:
+        assert g.metadata[k] == ref.metadata[k], k
+    assert list(g.metadata.iter_strings("tokenizer.ggml.tokens")) == ref.metadata["tokenizer.ggml.tokens"]
+    # a mutable mapping like the dict it replaced
+    g.metadata["x.new"] = 1
+    g.metadata["tokenizer.ggml.tokens"] = ["a"]
+    assert g.metadata["x.new"] == 1 and g.metadata["tokenizer.ggml.tokens"] == ["a"]
+    del g.metadata["x.new"]
+    assert "x.new" not in g.metadata
+
+
+@needs_smol
+def test_lazy_metadata_rejects_truncated_arrays(tmp_path):
+    """Lazy arrays are still walked at open: a string array cut short is refused there."""
+    g = GGUFFile(SMOL)
+    v = g.metadata._d["tokenizer.ggml.merges"]
+    g.close()
+    p = tmp_path / "cut.gguf"
+    with open(SMOL, "rb") as f:
+        p.write_bytes(f.read((v.start + v.end) // 2))
+    with pytest.raises(gguf.ModelFormatError, match="merges"):
+        GGUFFile(p)
+
+
+@needs_smol
+def test_tokenizer_from_lazy_metadata_roundtrip():
+    g = GGUFFile(SMOL)
+    tok = Tokenizer.from_gguf_metadata(g.metadata)  # merges streamed from the file
+    plain = Tokenizer.from_gguf_metadata(g.metadata.copy())  # merges from a list
+    assert tok._ranks == plain._ranks and tok._tok2id == plain._tok2id
+    text = open(os.path.join(DATA, "declaration.txt"), encoding="utf-8").read()
+    text += "\n  naïve café, 東京 🙂 x=1234567 <|im_start|>user\n"
+    ids = tok.encode(text, parse_special=True)
+    assert ids == plain.encode(text, parse_special=True)
+    assert tok.decode(ids) == text
+    # the rank keys share the vocabulary's strings and ints
+    texts = {id(t) for t in tok._texts}
+    assert all(id(a) in texts and id(b) in texts for a, b in list(tok._ranks)[:2000])
+    g.close()
+
+
+@needs_smol
+def test_embedding_rows_by_pread_bit_identical(monkeypatch):
+    ids = np.asarray([1, 504, 2364, 48000, 49151, 17, 17, 300], np.int32)
+    m = model_mod.Model(SMOL, ctx=32, threads=1, max_batch=4)
+    got = m.forward(ids, 0, "all")
+    del m
+    monkeypatch.setattr(model_mod, "_open_same_file", lambda f: None)  # rows through the mapping
+    ref = model_mod.Model(SMOL, ctx=32, threads=1, max_batch=4)
+    want = ref.forward(ids, 0, "all")
+    assert np.array_equal(got, want)
+
+
+@needs_smol
+def test_embedding_reader_only_for_the_same_file(tmp_path):
+    p = tmp_path / "m.gguf"
+    p.write_bytes(open(SMOL, "rb").read(4096))
+    g = GGUFFile.__new__(GGUFFile)
+    g.path = str(p)
+    g.stat = os.stat(p)
+    fd = model_mod._open_same_file(g)
+    assert fd is not None
+    os.close(fd)
+    os.utime(p, ns=(g.stat.st_atime_ns, g.stat.st_mtime_ns + 10**9))  # rewritten since it was mapped
+    assert model_mod._open_same_file(g) is None
