@@ -186,9 +186,23 @@ static inline float dot_ps(const float *a, const float *b, int64_t n) {
     return hsum_ps(_mm256_add_ps(s0, s1));
 }
 
+/* Positions ahead whose K rows the score loop prefetches (V is asked for along the way): a decode
+ * step meets a layer's cache evicted by the weights' stream, one head's rows kv_stride apart, which
+ * the hardware prefetchers barely follow (see ops_avx512.c). */
+#define ATTN_PF_POS 16
+
+static inline void prefetch_row(const float *p, int64_t n) {
+    for (int64_t i = 0; i < n; i += 64 / (int64_t)sizeof(float)) _mm_prefetch((const char *)(p + i), _MM_HINT_T0);
+}
+
 static void attn_head_avx2(float *out, const float *q, const float *k, const float *v, int64_t n_pos,
                            int64_t head_dim, int64_t kv_stride, float scale, float *scores) {
-    for (int64_t p = 0; p < n_pos; p++) scores[p] = dot_ps(q, k + p * kv_stride, head_dim) * scale;
+    for (int64_t p = 0; p < n_pos && p < ATTN_PF_POS; p++) prefetch_row(k + p * kv_stride, head_dim);
+    for (int64_t p = 0; p < n_pos; p++) {
+        if (p + ATTN_PF_POS < n_pos) prefetch_row(k + (p + ATTN_PF_POS) * kv_stride, head_dim);
+        prefetch_row(v + p * kv_stride, head_dim);
+        scores[p] = dot_ps(q, k + p * kv_stride, head_dim) * scale;
+    }
     softmax_avx2(scores, n_pos);
     /* 4 vectors of the output stay in registers while every position's V row passes over them */
     for (int64_t i = 0; i < head_dim; i += 4 * L) {

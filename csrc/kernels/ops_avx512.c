@@ -250,12 +250,26 @@ static inline __attribute__((always_inline)) void attn_pv_heads(const int NH, fl
     }
 }
 
+/* Positions ahead whose K and V rows the score loop prefetches. A decode step meets a layer's cache
+ * long evicted by the weights' stream, one head's rows kv_stride apart (1 KB on TinyLlama: 4 of
+ * every 16 lines), which the hardware prefetchers barely follow: without this a 1.1B decode at
+ * position 512 spent ~12% of its step waiting on the cache (42.5 -> 37.9 tok/s from position 64). */
+#define ATTN_PF_POS 16
+
+static inline void prefetch_row(const float *p, int64_t n) {
+    for (int64_t i = 0; i < n; i += 64 / (int64_t)sizeof(float)) _mm_prefetch((const char *)(p + i), _MM_HINT_T0);
+}
+
 /* Grouped-query attention: each K row is read once for all the group's heads (their scores), each
  * V row once per 4 heads, where attn_head per head read both once per head. */
 static void attn_group_avx512(float *out, const float *q, int64_t n_heads, const float *k, const float *v,
                               int64_t n_pos, int64_t head_dim, int64_t kv_stride, float scale, float *scores) {
+    for (int64_t p = 0; p < n_pos && p < ATTN_PF_POS; p++) prefetch_row(k + p * kv_stride, head_dim);
     for (int64_t p = 0; p < n_pos; p++) {
         const float *kp = k + p * kv_stride;
+        if (p + ATTN_PF_POS < n_pos) prefetch_row(kp + ATTN_PF_POS * kv_stride, head_dim);
+        /* V waits for the softmax: ask for it now, it is read once the scores are done */
+        prefetch_row(v + p * kv_stride, head_dim);
         for (int64_t h = 0; h < n_heads; h++) scores[h * n_pos + p] = dot_ps(q + h * head_dim, kp, head_dim) * scale;
     }
     for (int64_t h = 0; h < n_heads; h++) softmax_avx512(scores + h * n_pos, n_pos);
