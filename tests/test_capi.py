@@ -61,7 +61,8 @@ def test_capi_gemv(exe, tmp_path, qtype):
     assert r.returncode == 0, r.stderr
     lines = r.stdout.split()
     assert lines[0] == kernels.best_isa()
-    y = np.array([float(v) for v in lines[1:]])
+    drawn = [int(lines[1]), int(lines[2])]
+    y = np.array([float(v) for v in lines[3:]])
     assert y.shape == (rows,)
     Wd = dequantize(qtype, w).astype(np.float64)
     ref = x.astype(np.float64) @ Wd.T
@@ -69,3 +70,14 @@ def test_capi_gemv(exe, tmp_path, qtype):
     # the same library call from Python gives the same bits (%.9g round-trips float32)
     with kernels.use_isa(kernels.best_isa()):  # the level the C program ran at
         np.testing.assert_array_equal(y.astype(np.float32)[None, :], kernels.gemm(w, qtype, x))
+    # fc_sample from C: the tokens the NumPy specification draws from the same logits
+    from fastcpu.sampler import SamplerParams, sample_ref
+
+    class U:
+        def random(self):
+            return 0.5
+
+    logits = y.astype(np.float32)
+    assert drawn[0] == sample_ref(logits, None, SamplerParams(temperature=0.0))
+    p = SamplerParams(temperature=0.8, top_k=5, top_p=0.9, min_p=0.0, repeat_penalty=1.3).validate()
+    assert drawn[1] == sample_ref(logits, U(), p, history=[0, 1, 2])

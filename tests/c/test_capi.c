@@ -2,8 +2,10 @@
  *
  * usage: test_capi QTYPE ROWS COLS INPUT
  *   INPUT holds ROWS rows of GGUF blocks (fc_row_bytes(QTYPE, COLS) bytes each) followed by COLS
- *   float32 activations. Prints the level in use, then y = W x (one value per line, %.9g), computed
- *   by fc_gemv; checks that fc_weight_prepare + fc_gemm_w agree bit for bit.
+ *   float32 activations. Prints the level in use, then two tokens drawn from y as logits by
+ *   fc_sample (greedy; temperature 0.8, top-k 5, top-p 0.9, repeat penalty 1.3 over tokens 0..2,
+ *   u = 0.5), then y = W x (one value per line, %.9g), computed by fc_gemv; checks that
+ *   fc_weight_prepare + fc_gemm_w agree bit for bit.
  * exit: 0 ok, 1 error, 77 no kernel for QTYPE in this build (the caller skips). */
 #include <stdio.h>
 #include <stdlib.h>
@@ -57,6 +59,14 @@ int main(int argc, char **argv) {
     }
 
     printf("%s\n", fc_isa_name(fc_isa_current()));
+    const int32_t recent[3] = {0, 1, 2};
+    void *scratch = malloc(fc_sample_scratch_bytes(rows, 3));
+    if (!scratch) return 1;
+    const fc_sampling greedy = {.temperature = 0.0, .top_p = 1.0, .repeat_penalty = 1.0};
+    const fc_sampling chain = {.temperature = 0.8, .top_k = 5, .top_p = 0.9, .min_p = 0.0, .repeat_penalty = 1.3};
+    printf("%lld %lld\n", (long long)fc_sample(y, rows, &greedy, NULL, 0, 0.0, scratch),
+           (long long)fc_sample(y, rows, &chain, recent, 3, 0.5, scratch));
+    free(scratch);
     for (int64_t r = 0; r < rows; r++) printf("%.9g\n", y[r]);
     free(w);
     free(x);
