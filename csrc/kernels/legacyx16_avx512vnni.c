@@ -177,14 +177,51 @@ AI __m512 hi_half(const int fmt, __m512i s) {
     return fmt == F_Q4_0 || fmt == F_Q4_1 ? _mm512_mul_ps(f, _mm512_set1_ps(0.0625f)) : f;
 }
 
+/* Register t's codes of block b as vpdpbusd's unsigned operands: lo for the block's first half
+ * (columns 4t..4t+3 of each row), hi for its second half (16+4t..). qh: the rows' fifth-bit words
+ * (Q5 read as stored only). */
+AI void codes_lohi(const int fmt, const x16_src *src, const x16_blk *o, __m512i qh, int64_t b, int t,
+                   __m512i *lo, __m512i *hi) {
+    if (fmt == F_Q8_0) { /* registers 0..3 hold the first half, 4..7 the second */
+        *lo = src_codes(fmt, src, o, b, t);
+        *hi = src_codes(fmt, src, o, b, t + 4);
+        return;
+    }
+    const __m512i m4 = _mm512_set1_epi8(0x0F), b16 = _mm512_set1_epi8(0x10);
+    const __m512i v = src_codes(fmt, src, o, b, t);
+    *lo = _mm512_and_si512(v, m4);
+    /* Q4: the high nibbles used in place (16 q, one instruction less per load; the second half's
+     * sum comes out times 16 and is scaled back exactly in hi_half) */
+    *hi = is_q5(fmt) ? _mm512_and_si512(_mm512_srli_epi16(v, 4), m4) : _mm512_andnot_si512(m4, v);
+    if (is_q5(fmt)) {
+        *lo = _mm512_mask_add_epi8(*lo, src_hmask(src, o, qh, t), *lo, b16);
+        *hi = _mm512_mask_add_epi8(*hi, src_hmask(src, o, qh, t + 4), *hi, b16);
+    }
+}
+
+/* One block of 16 rows into acc: c0 / c1 the integer sums of its two halves against one
+ * activation row whose half scales are dx0 / dx1 and whose block sum is sxb; dw / mw the rows'
+ * scales and mins. */
+AI __m512 fold_block(const int fmt, __m512i c0, __m512i c1, __m512 dw, __m512 mw, float dx0, float dx1, float sxb,
+                     __m512 acc) {
+    const float off = fmt == F_Q4_0 ? 8.0f : fmt == F_Q5_0 ? 16.0f : fmt == F_Q8_0 ? 128.0f : 0.0f;
+    if (has_min(fmt)) {
+        __m512 u = _mm512_mul_ps(_mm512_cvtepi32_ps(c0), _mm512_set1_ps(dx0));
+        u = _mm512_fmadd_ps(hi_half(fmt, c1), _mm512_set1_ps(dx1), u);
+        acc = _mm512_fmadd_ps(dw, u, acc);
+        return _mm512_fmadd_ps(mw, _mm512_set1_ps(sxb), acc);
+    }
+    __m512 u = _mm512_fmadd_ps(_mm512_cvtepi32_ps(c0), _mm512_set1_ps(dx0), _mm512_set1_ps(-off * sxb));
+    u = _mm512_fmadd_ps(hi_half(fmt, c1), _mm512_set1_ps(dx1), u);
+    return _mm512_fmadd_ps(dw, u, acc);
+}
+
 /* 16 weight rows (see x16_src) against nr (1..4) activation rows at x; lane r of the result for
  * activation row j goes to y[j * ldy + r] for the rows in rmask. Each lane runs the same float
  * recurrence over the blocks in order whatever the source, the grouping or nr. */
 AI void tile16(const int fmt, const int nr, const x16_src *src, int64_t nb, const uint8_t *x, size_t xs,
                float *y, int64_t ldy, __mmask16 rmask) {
     const uint8_t *gp = src->gp;
-    const float off = fmt == F_Q4_0 ? 8.0f : fmt == F_Q5_0 ? 16.0f : fmt == F_Q8_0 ? 128.0f : 0.0f;
-    const __m512i m4 = _mm512_set1_epi8(0x0F), b16 = _mm512_set1_epi8(0x10);
     const int8_t *a[4];
     const float *dx[4], *sx[4];
     __m512 acc[4];
@@ -208,49 +245,21 @@ AI void tile16(const int fmt, const int nr, const x16_src *src, int64_t nb, cons
         __m512i s0[4], s1[4], s2 = _mm512_setzero_si512(), s3 = _mm512_setzero_si512();
 #pragma GCC unroll 4
         for (int j = 0; j < nr; j++) s0[j] = s1[j] = _mm512_setzero_si512();
-        if (fmt == F_Q8_0) {
-            /* registers 0..3 are the block's first half (columns 0..15), 4..7 the second: the
-             * halves keep their own chains (their activations have their own scales) */
 #pragma GCC unroll 4
-            for (int t = 0; t < 4; t++) {
-                const __m512i w0 = src_codes(fmt, src, &o, b, t);
-                const __m512i w1 = src_codes(fmt, src, &o, b, t + 4);
+        for (int t = 0; t < 4; t++) {
+            __m512i lo, hi;
+            codes_lohi(fmt, src, &o, qh, b, t, &lo, &hi);
 #pragma GCC unroll 4
-                for (int j = 0; j < nr; j++) {
-                    if (nr == 1 && (t & 1)) {
-                        s2 = _mm512_dpbusd_epi32(s2, w0, bcast4(a[j] + b * QK + 4 * t));
-                        s3 = _mm512_dpbusd_epi32(s3, w1, bcast4(a[j] + b * QK + 16 + 4 * t));
-                        continue;
-                    }
-                    s0[j] = _mm512_dpbusd_epi32(s0[j], w0, bcast4(a[j] + b * QK + 4 * t));
-                    s1[j] = _mm512_dpbusd_epi32(s1[j], w1, bcast4(a[j] + b * QK + 16 + 4 * t));
+            for (int j = 0; j < nr; j++) {
+                if (nr == 1 && (t & 1)) {
+                    /* one activation row: two more chains, so that vpdpbusd's latency does not
+                     * bound the block (the halves keep their own chains: their own scales) */
+                    s2 = _mm512_dpbusd_epi32(s2, lo, bcast4(a[j] + b * QK + 4 * t));
+                    s3 = _mm512_dpbusd_epi32(s3, hi, bcast4(a[j] + b * QK + 16 + 4 * t));
+                    continue;
                 }
-            }
-        } else {
-#pragma GCC unroll 4
-            for (int t = 0; t < 4; t++) {
-                const __m512i v = src_codes(fmt, src, &o, b, t);
-                __m512i lo = _mm512_and_si512(v, m4);
-                /* Q4: the high nibbles used in place (16 q, one instruction less per load; the
-                 * second half's sum comes out times 16 and is scaled back exactly below) */
-                __m512i hi = is_q5(fmt) ? _mm512_and_si512(_mm512_srli_epi16(v, 4), m4)
-                                        : _mm512_andnot_si512(m4, v);
-                if (is_q5(fmt)) {
-                    lo = _mm512_mask_add_epi8(lo, src_hmask(src, &o, qh, t), lo, b16);
-                    hi = _mm512_mask_add_epi8(hi, src_hmask(src, &o, qh, t + 4), hi, b16);
-                }
-#pragma GCC unroll 4
-                for (int j = 0; j < nr; j++) {
-                    if (nr == 1 && (t & 1)) {
-                        /* one activation row: two more chains, so that vpdpbusd's latency does
-                         * not bound the block */
-                        s2 = _mm512_dpbusd_epi32(s2, lo, bcast4(a[j] + b * QK + 4 * t));
-                        s3 = _mm512_dpbusd_epi32(s3, hi, bcast4(a[j] + b * QK + 16 + 4 * t));
-                        continue;
-                    }
-                    s0[j] = _mm512_dpbusd_epi32(s0[j], lo, bcast4(a[j] + b * QK + 4 * t));
-                    s1[j] = _mm512_dpbusd_epi32(s1[j], hi, bcast4(a[j] + b * QK + 16 + 4 * t));
-                }
+                s0[j] = _mm512_dpbusd_epi32(s0[j], lo, bcast4(a[j] + b * QK + 4 * t));
+                s1[j] = _mm512_dpbusd_epi32(s1[j], hi, bcast4(a[j] + b * QK + 16 + 4 * t));
             }
         }
         /* s0/s2: first half of the block (columns 0..15), s1/s3: second half */
@@ -260,32 +269,73 @@ AI void tile16(const int fmt, const int nr, const x16_src *src, int64_t nb, cons
         }
         const __m512i dm = gp ? _mm512_setzero_si512() : src_dm_raw(fmt, src, b);
         const __m512 dw = _mm512_cvtph_ps(gp ? _mm256_load_si256((const __m256i *)o.d) : _mm512_cvtepi32_epi16(dm));
-        if (has_min(fmt)) {
-            const __m512 mw = _mm512_cvtph_ps(gp ? _mm256_load_si256((const __m256i *)o.m)
-                                                 : _mm512_cvtepi32_epi16(_mm512_srli_epi32(dm, 16)));
+        const __m512 mw = !has_min(fmt) ? _mm512_setzero_ps()
+                          : _mm512_cvtph_ps(gp ? _mm256_load_si256((const __m256i *)o.m)
+                                               : _mm512_cvtepi32_epi16(_mm512_srli_epi32(dm, 16)));
 #pragma GCC unroll 4
-            for (int j = 0; j < nr; j++) {
-                __m512 u = _mm512_mul_ps(_mm512_cvtepi32_ps(s0[j]), _mm512_set1_ps(dx[j][2 * b]));
-                u = _mm512_fmadd_ps(hi_half(fmt, s1[j]), _mm512_set1_ps(dx[j][2 * b + 1]), u);
-                acc[j] = _mm512_fmadd_ps(dw, u, acc[j]);
-                acc[j] = _mm512_fmadd_ps(mw, _mm512_set1_ps(sx[j][b]), acc[j]);
-            }
-        } else {
-#pragma GCC unroll 4
-            for (int j = 0; j < nr; j++) {
-                __m512 u = _mm512_fmadd_ps(_mm512_cvtepi32_ps(s0[j]), _mm512_set1_ps(dx[j][2 * b]),
-                                           _mm512_set1_ps(-off * sx[j][b]));
-                u = _mm512_fmadd_ps(hi_half(fmt, s1[j]), _mm512_set1_ps(dx[j][2 * b + 1]), u);
-                acc[j] = _mm512_fmadd_ps(dw, u, acc[j]);
-            }
-        }
+        for (int j = 0; j < nr; j++)
+            acc[j] = fold_block(fmt, s0[j], s1[j], dw, mw, dx[j][2 * b], dx[j][2 * b + 1], sx[j][b], acc[j]);
     }
 #pragma GCC unroll 4
     for (int j = 0; j < nr; j++) _mm512_mask_storeu_ps(y + j * ldy, rmask, acc[j]);
 }
 
+/* X16_STREAMS packed groups against one activation row (a GEMV): as many weight streams in
+ * flight per thread, the activation broadcasts shared. One stream per thread left Q4_0/Q4_1 at
+ * ~0.88-0.90 of the read bandwidth; two (the thread's row run cut in halves read side by side)
+ * measured 0.90-0.93 / 0.91-0.95 in interleaved A/B runs (Q8_0 0.95-1.0); four, no better than
+ * two. Each group's lanes run exactly tile16's nr == 1 recurrence: the same bits. */
+#ifndef X16_STREAMS
+#define X16_STREAMS 2
+#endif
+AI void tile16_streams(const int fmt, const uint8_t *const *gp, int64_t nb, const uint8_t *x, float *const *y,
+                       const __mmask16 *rm) {
+    const int G = X16_STREAMS;
+    const int8_t *a = q8a_qs(x);
+    const float *dx = q8h_d(x, nb), *sx = q8h_s(x, nb);
+    const __m512i zero = _mm512_setzero_si512();
+    __m512 acc[X16_STREAMS];
+    for (int g = 0; g < G; g++) acc[g] = _mm512_setzero_ps();
+    for (int64_t b = 0; b < nb; b++) {
+        x16_blk o[X16_STREAMS];
+        x16_src src[X16_STREAMS];
+        __m512i s0[X16_STREAMS], s1[X16_STREAMS], s2[X16_STREAMS], s3[X16_STREAMS];
+        for (int g = 0; g < G; g++) {
+            src[g] = (x16_src){.gp = gp[g]};
+            o[g] = blk_at(fmt, gp[g], b);
+            const uint8_t *pf = gp[g] + (size_t)b * (pair_bytes(fmt) / 2) + X16_PF_BYTES;
+            for (size_t l = 0; l < pair_bytes(fmt) / 2; l += 64) _mm_prefetch((const char *)(pf + l), X16_PF_HINT);
+            s0[g] = s1[g] = s2[g] = s3[g] = zero;
+        }
+#pragma GCC unroll 4
+        for (int t = 0; t < 4; t++) {
+            const __m512i a0 = bcast4(a + b * QK + 4 * t), a1 = bcast4(a + b * QK + 16 + 4 * t);
+            for (int g = 0; g < G; g++) {
+                __m512i lo, hi;
+                codes_lohi(fmt, &src[g], &o[g], zero, b, t, &lo, &hi);
+                if (t & 1) {
+                    s2[g] = _mm512_dpbusd_epi32(s2[g], lo, a0);
+                    s3[g] = _mm512_dpbusd_epi32(s3[g], hi, a1);
+                } else {
+                    s0[g] = _mm512_dpbusd_epi32(s0[g], lo, a0);
+                    s1[g] = _mm512_dpbusd_epi32(s1[g], hi, a1);
+                }
+            }
+        }
+        for (int g = 0; g < G; g++) {
+            const __m512 dw = _mm512_cvtph_ps(_mm256_load_si256((const __m256i *)o[g].d));
+            const __m512 mw = has_min(fmt) ? _mm512_cvtph_ps(_mm256_load_si256((const __m256i *)o[g].m))
+                                           : _mm512_setzero_ps();
+            acc[g] = fold_block(fmt, _mm512_add_epi32(s0[g], s2[g]), _mm512_add_epi32(s1[g], s3[g]), dw, mw,
+                                dx[2 * b], dx[2 * b + 1], sx[b], acc[g]);
+        }
+    }
+    for (int g = 0; g < G; g++) _mm512_mask_storeu_ps(y[g], rm[g], acc[g]);
+}
+
 #define X16_SRC x16_src
 #define X16_TILE(fmt, nr, stored, src, nb, x, xs, y, ldy, rm) tile16(fmt, nr, src, nb, x, xs, y, ldy, rm)
+#define X16_TILE_STREAMS(fmt, gp, nb, x, y, rm) tile16_streams(fmt, gp, nb, x, y, rm)
 #define X16_QK QK
 #define X16_GROUP_STRIDE(fmt, a) group_stride(fmt, (a)->k)
 #include "x16_drivers.h"

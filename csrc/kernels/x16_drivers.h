@@ -5,7 +5,8 @@
  *   X16_TILE(fmt, nr, stored, src, nb, x, xs, y, ldy, rm)   its 16-row tile
  *   X16_QK                       weights per block
  *   X16_GROUP_STRIDE(fmt, a)     bytes of one packed group of 16 rows
- * and X16_ROWS, AI. */
+ * and X16_ROWS, AI; optionally X16_TILE_STREAMS(fmt, gp, nb, x, y, rm), X16_STREAMS packed groups
+ * against one activation row at once (GEMV). */
 #ifndef FC_X16_DRIVERS_H
 #define FC_X16_DRIVERS_H
 
@@ -35,6 +36,26 @@ AI __mmask16 rows_mask(int64_t left) {
 AI void groups_block(const int fmt, const fc_gemm_args *a, int64_t g0, int64_t g1, int64_t j0, int64_t j1) {
     const int64_t nb = a->k / X16_QK;
     const size_t gs = X16_GROUP_STRIDE(fmt, a);
+#ifdef X16_TILE_STREAMS
+    if (j1 - j0 == 1 && g1 - g0 >= X16_STREAMS) {
+        /* one activation row: the run cut in X16_STREAMS parts read side by side, one weight
+         * stream each (see the including file) */
+        const int64_t part = (g1 - g0) / X16_STREAMS;
+        for (int64_t i = 0; i < part; i++) {
+            const uint8_t *gp[X16_STREAMS];
+            float *y[X16_STREAMS];
+            __mmask16 rm[X16_STREAMS];
+            for (int s = 0; s < X16_STREAMS; s++) {
+                const int64_t g = g0 + s * part + i;
+                gp[s] = a->w + (size_t)g * gs;
+                y[s] = a->y + j0 * a->ldy + g * X16_ROWS;
+                rm[s] = rows_mask(a->ldy - g * X16_ROWS);
+            }
+            X16_TILE_STREAMS(fmt, gp, nb, a->xq + j0 * a->xq_row_bytes, y, rm);
+        }
+        g0 += X16_STREAMS * part; /* fewer than X16_STREAMS groups left: one at a time below */
+    }
+#endif
     for (int64_t g = g0; g < g1; g++) {
         const __mmask16 rm = rows_mask(a->ldy - g * X16_ROWS); /* ldy is the row count */
         const X16_SRC src = {.gp = a->w + (size_t)g * gs};
