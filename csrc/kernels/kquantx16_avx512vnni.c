@@ -524,23 +524,9 @@ X16_ENTRY(q6_K, F_Q6_K, FC_Q6_K)
 static void set_x16(fc_table *t, int qtype, void (*gemm)(const fc_gemm_args *, int64_t, int64_t),
                     void (*gemm_raw)(const fc_gemm_args *, int64_t, int64_t), size_t (*packed)(int64_t, int64_t),
                     void (*pack)(const uint8_t *, size_t, int64_t, int64_t, uint8_t *)) {
-    /* Over the stored rows, the gather twin: a matrix gives the same bits packed or not (weights
-     * streamed from disk against the same weights resident). Both read kq_act in the standard
-     * order; the avx512 level below stores Q4_K/Q5_K activations swapped
-     * (kq_quantize_act_swapped_avx2), so the quantizer is set here with the kernel, never
-     * inherited. The dequantizer is the level below's. */
-    t->q[qtype].act_row_bytes = kq_act_row_bytes;
-    t->q[qtype].quantize = kq_quantize_act_avx2;
-    t->q[qtype].gemm = gemm_raw;
-    t->q[qtype].isa = FC_ISA_AVX512_VNNI;
-    fc_qkernel k = t->q[qtype];
-    k.gemm = gemm;
-    k.layout = K16_LAYOUT;
-    k.packed_bytes = packed;
-    k.pack = pack;
-    k.row_align = X16_ROWS;
-    k.pack_segments = 1;
-    t->qp[qtype] = k;
+    /* kq_act in the standard order: the avx512 level below stores Q4_K/Q5_K activations swapped
+     * (kq_quantize_act_swapped_avx2), hence the quantizer set with the kernels */
+    x16_register(t, qtype, K16_LAYOUT, kq_act_row_bytes, kq_quantize_act_avx2, gemm, gemm_raw, packed, pack);
 }
 
 FC_REG(kquantx16_avx512vnni) {

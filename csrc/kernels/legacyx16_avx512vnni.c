@@ -384,21 +384,7 @@ static void quantize_q8h_x512(const float *FC_RESTRICT x, void *FC_RESTRICT xq, 
 static void set_x16(fc_table *t, int qtype, void (*gemm)(const fc_gemm_args *, int64_t, int64_t),
                     void (*gemm_raw)(const fc_gemm_args *, int64_t, int64_t), size_t (*packed)(int64_t, int64_t),
                     void (*pack)(const uint8_t *, size_t, int64_t, int64_t, uint8_t *)) {
-    /* over the stored rows, the gather twin: a matrix gives the same bits packed or not (weights
-     * streamed from disk against the same weights resident) */
-    t->q[qtype].gemm = gemm_raw;
-    t->q[qtype].quantize = quantize_q8h_x512;
-    t->q[qtype].act_row_bytes = q8h_row_bytes;
-    t->q[qtype].isa = FC_ISA_AVX512_VNNI;
-    fc_qkernel k = t->q[qtype]; /* the same activations, and the dequantizer of this level */
-    k.gemm = gemm;
-    k.isa = FC_ISA_AVX512_VNNI;
-    k.layout = X16_LAYOUT;
-    k.packed_bytes = packed;
-    k.pack = pack;
-    k.row_align = X16_ROWS;
-    k.pack_segments = 1;
-    t->qp[qtype] = k;
+    x16_register(t, qtype, X16_LAYOUT, q8h_row_bytes, quantize_q8h_x512, gemm, gemm_raw, packed, pack);
 }
 
 FC_REG(legacyx16_avx512vnni) {

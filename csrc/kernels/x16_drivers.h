@@ -107,4 +107,27 @@ AI void gemm_raw16(const int fmt, const fc_gemm_args *a, int64_t r0, int64_t r1)
     }
 }
 
+/* One format's kernels at this level: over the stored rows the gather twin (t->q: a matrix gives
+ * the same bits packed or not, so weights streamed from disk match the same weights resident),
+ * over the packed layout the 16-row kernel (t->qp). Both read what `quantize` writes, set here with
+ * the kernels, never inherited; the dequantizer stays the level below's. */
+static void x16_register(fc_table *t, int qtype, int layout, size_t (*act_row_bytes)(int64_t),
+                         void (*quantize)(const float *FC_RESTRICT, void *FC_RESTRICT, int64_t),
+                         void (*gemm)(const fc_gemm_args *, int64_t, int64_t),
+                         void (*gemm_raw)(const fc_gemm_args *, int64_t, int64_t), size_t (*packed)(int64_t, int64_t),
+                         void (*pack)(const uint8_t *, size_t, int64_t, int64_t, uint8_t *)) {
+    t->q[qtype].act_row_bytes = act_row_bytes;
+    t->q[qtype].quantize = quantize;
+    t->q[qtype].gemm = gemm_raw;
+    t->q[qtype].isa = FC_ISA_AVX512_VNNI;
+    fc_qkernel k = t->q[qtype];
+    k.gemm = gemm;
+    k.layout = layout;
+    k.packed_bytes = packed;
+    k.pack = pack;
+    k.row_align = X16_ROWS;
+    k.pack_segments = 1;
+    t->qp[qtype] = k;
+}
+
 #endif
