@@ -521,16 +521,14 @@ X16_ENTRY(q4_K, F_Q4_K, FC_Q4_K)
 X16_ENTRY(q5_K, F_Q5_K, FC_Q5_K)
 X16_ENTRY(q6_K, F_Q6_K, FC_Q6_K)
 
-static void set_x16(fc_table *t, int qtype, void (*gemm)(const fc_gemm_args *, int64_t, int64_t),
-                    void (*gemm_raw)(const fc_gemm_args *, int64_t, int64_t), size_t (*packed)(int64_t, int64_t),
-                    void (*pack)(const uint8_t *, size_t, int64_t, int64_t, uint8_t *)) {
-    /* kq_act in the standard order: the avx512 level below stores Q4_K/Q5_K activations swapped
-     * (kq_quantize_act_swapped_avx2), hence the quantizer set with the kernels */
-    x16_register(t, qtype, K16_LAYOUT, kq_act_row_bytes, kq_quantize_act_avx2, gemm, gemm_raw, packed, pack);
-}
+/* kq_act in the standard order: the avx512 level below stores Q4_K/Q5_K activations swapped
+ * (kq_quantize_act_swapped_avx2), hence the quantizer set with the kernels */
+#define REG_K16(NAME, QTYPE)                                                                            \
+    x16_register(t, QTYPE, K16_LAYOUT, kq_act_row_bytes, kq_quantize_act_avx2, gemm_##NAME##_x16,       \
+                 gemm_##NAME##_raw16, packed_##NAME##_x16, pack_##NAME##_x16)
 
 FC_REG(kquantx16_avx512vnni) {
-    set_x16(t, FC_Q4_K, gemm_q4_K_x16, gemm_q4_K_raw16, packed_q4_K_x16, pack_q4_K_x16);
-    set_x16(t, FC_Q5_K, gemm_q5_K_x16, gemm_q5_K_raw16, packed_q5_K_x16, pack_q5_K_x16);
-    set_x16(t, FC_Q6_K, gemm_q6_K_x16, gemm_q6_K_raw16, packed_q6_K_x16, pack_q6_K_x16);
+    REG_K16(q4_K, FC_Q4_K);
+    REG_K16(q5_K, FC_Q5_K);
+    REG_K16(q6_K, FC_Q6_K);
 }

@@ -381,16 +381,14 @@ static void quantize_q8h_x512(const float *FC_RESTRICT x, void *FC_RESTRICT xq, 
     memset(row + q8h_row_bytes(k) - Q8A_PAD, 0, Q8A_PAD);
 }
 
-static void set_x16(fc_table *t, int qtype, void (*gemm)(const fc_gemm_args *, int64_t, int64_t),
-                    void (*gemm_raw)(const fc_gemm_args *, int64_t, int64_t), size_t (*packed)(int64_t, int64_t),
-                    void (*pack)(const uint8_t *, size_t, int64_t, int64_t, uint8_t *)) {
-    x16_register(t, qtype, X16_LAYOUT, q8h_row_bytes, quantize_q8h_x512, gemm, gemm_raw, packed, pack);
-}
+#define REG_X16(NAME, QTYPE)                                                                           \
+    x16_register(t, QTYPE, X16_LAYOUT, q8h_row_bytes, quantize_q8h_x512, gemm_##NAME##_x16, gemm_##NAME##_raw16, \
+                 packed_##NAME##_x16, pack_##NAME##_x16)
 
 FC_REG(legacyx16_avx512vnni) {
-    set_x16(t, FC_Q4_0, gemm_q4_0_x16, gemm_q4_0_raw16, packed_q4_0_x16, pack_q4_0_x16);
-    set_x16(t, FC_Q4_1, gemm_q4_1_x16, gemm_q4_1_raw16, packed_q4_1_x16, pack_q4_1_x16);
-    set_x16(t, FC_Q5_0, gemm_q5_0_x16, gemm_q5_0_raw16, packed_q5_0_x16, pack_q5_0_x16);
-    set_x16(t, FC_Q5_1, gemm_q5_1_x16, gemm_q5_1_raw16, packed_q5_1_x16, pack_q5_1_x16);
-    set_x16(t, FC_Q8_0, gemm_q8_0_x16, gemm_q8_0_raw16, packed_q8_0_x16, pack_q8_0_x16);
+    REG_X16(q4_0, FC_Q4_0);
+    REG_X16(q4_1, FC_Q4_1);
+    REG_X16(q5_0, FC_Q5_0);
+    REG_X16(q5_1, FC_Q5_1);
+    REG_X16(q8_0, FC_Q8_0);
 }
