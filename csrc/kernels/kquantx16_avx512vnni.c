@@ -26,10 +26,11 @@
  * ~30-38, one core, noisy host), far above disk speed; a software prefetch of the 16 rows'
  * next blocks measured no gain (the hardware prefetchers follow 16 streams).
  *
- * Instructions: vpdpbusd zmm (u8 weight codes x s8 activations), vpbroadcastd, vpandd / vpandnd /
+ * Instructions: vpdpbusd zmm (u8 weight codes x s8 activations, each against 4 activation bytes
+ * broadcast by its {1to16} memory operand: vnni_bcast.h), vpandd / vpandnd /
  * vpsrlw / vpternlogd to split the codes, kmovq + masked vpaddb for the fifth bit of Q5_K,
  * vpsrld / vpternlogd / vpshufb to decode and pick one 6-bit scale or min per row, vpdpwssd for
- * the mins, vpmovsxbd for Q6_K's int8 scales, vpmovsxwd + vpsllvd for its chain starts,
+ * the mins (its {1to16} form as well), vpmovsxbd for Q6_K's int8 scales, vpmovsxwd + vpsllvd for its chain starts,
  * vcvtph2ps (16 fp16 scales), vcvtdq2ps, vfmadd231ps, masked vmovups for a group's last rows;
  * the twin: masked vpgatherdd, vpmovdw for d and dmin, vpslld + vpsrad for Q6_K's scales.
  * Software prefetch (X16_PF_BYTES ahead into L2, one per 64-byte load as it is issued): a burst of a
@@ -85,6 +86,7 @@
 #include <immintrin.h>
 
 #include "kquant_common.h"
+#include "vnni_bcast.h"
 
 #define AI static inline __attribute__((always_inline))
 
@@ -170,12 +172,6 @@ static void pack_x16(const int fmt, const uint8_t *src, size_t rb, int64_t rows,
             }
         }
     }
-}
-
-AI __m512i bcast4(const void *p) {
-    int32_t v;
-    memcpy(&v, p, 4);
-    return _mm512_set1_epi32(v);
 }
 
 /* vpshufb controls, per dword lane: byte s of the lane to byte 0 (the rest zero), or to bytes 0
@@ -291,9 +287,9 @@ AI void tile16_q45(const int fmt, const int nr, const int stored, const k16_src 
             const __m512i mdh = _mm512_shuffle_epi8(s < 4 ? m03 : m47, dup_ctrl((s + 1) & 3));
 #pragma GCC unroll 4
             for (int j = 0; j < nr; j++) {
-                mn[j] = _mm512_dpwssd_epi32(mn[j], mdl, bcast4(xa[j][b].bsums + 2 * s));
-                if (nr == 1) mn2 = _mm512_dpwssd_epi32(mn2, mdh, bcast4(xa[j][b].bsums + 2 * s + 2));
-                else mn[j] = _mm512_dpwssd_epi32(mn[j], mdh, bcast4(xa[j][b].bsums + 2 * s + 2));
+                mn[j] = dpwssd_b(mn[j], mdl, xa[j][b].bsums + 2 * s);
+                if (nr == 1) mn2 = dpwssd_b(mn2, mdh, xa[j][b].bsums + 2 * s + 2);
+                else mn[j] = dpwssd_b(mn[j], mdh, xa[j][b].bsums + 2 * s + 2);
             }
             __m512i s0[4], s1[4], s2 = _mm512_setzero_si512(), s3 = _mm512_setzero_si512();
 #pragma GCC unroll 4
@@ -333,12 +329,12 @@ AI void tile16_q45(const int fmt, const int nr, const int stored, const k16_src 
                     if (nr == 1 && (t & 1)) {
                         /* one activation row: two more chains, so that vpdpbusd's latency does
                          * not bound the chunk */
-                        s2 = _mm512_dpbusd_epi32(s2, lo, bcast4(q));
-                        s3 = _mm512_dpbusd_epi32(s3, hi, bcast4(q + 32));
+                        s2 = dpbusd_b(s2, lo, q);
+                        s3 = dpbusd_b(s3, hi, q + 32);
                         continue;
                     }
-                    s0[j] = _mm512_dpbusd_epi32(s0[j], lo, bcast4(q));
-                    s1[j] = _mm512_dpbusd_epi32(s1[j], hi, bcast4(q + 32));
+                    s0[j] = dpbusd_b(s0[j], lo, q);
+                    s1[j] = dpbusd_b(s1[j], hi, q + 32);
                 }
             }
             if (nr == 1) {
@@ -458,10 +454,10 @@ AI void tile16_q6(const int nr, const int stored, const k16_src *src, int64_t nb
 #pragma GCC unroll 4
                 for (int j = 0; j < nr; j++) {
                     const int8_t *q = xa[j][b].qs + 4 * p;
-                    ca[j] = _mm512_dpbusd_epi32(ca[j], qa, bcast4(q));
-                    cb[j] = _mm512_dpbusd_epi32(cb[j], qb, bcast4(q + 64));
-                    cc[j] = _mm512_dpbusd_epi32(cc[j], qc, bcast4(q + 128));
-                    cd[j] = _mm512_dpbusd_epi32(cd[j], qd, bcast4(q + 192));
+                    ca[j] = dpbusd_b(ca[j], qa, q);
+                    cb[j] = dpbusd_b(cb[j], qb, q + 64);
+                    cc[j] = dpbusd_b(cc[j], qc, q + 128);
+                    cd[j] = dpbusd_b(cd[j], qd, q + 192);
                 }
             }
             __m512i ia, ib, ic, id; /* group scales, int32 */

@@ -10,7 +10,8 @@
  * 64-byte load holds 4 consecutive codes of each of 16 rows, so one vpdpbusd against 4 broadcast
  * activation bytes advances 16 rows at once, and the 16 rows' fp16 scales arrive in one 32-byte load.
  *
- * Instructions: vpdpbusd zmm (u8 weight codes x s8 activations), vpbroadcastd, vpandd + vpsrlw to
+ * Instructions: vpdpbusd zmm (u8 weight codes x s8 activations, each against 4 activation bytes
+ * broadcast by its {1to16} memory operand: vnni_bcast.h), vpandd + vpsrlw to
  * split nibbles, kmovq + masked vpaddb for the fifth bit of Q5, vcvtph2ps (16 scales), vcvtdq2ps,
  * vfmadd231ps, masked vmovups for a group's last rows.
  *
@@ -36,6 +37,7 @@
 #include <immintrin.h>
 
 #include "legacy_common.h"
+#include "vnni_bcast.h"
 
 #define AI static inline __attribute__((always_inline))
 
@@ -115,12 +117,6 @@ static void pack_x16(const int fmt, const uint8_t *src, size_t rb, int64_t rows,
             }
         }
     }
-}
-
-AI __m512i bcast4(const int8_t *p) {
-    int32_t v;
-    memcpy(&v, p, 4);
-    return _mm512_set1_epi32(v);
 }
 
 /* Software prefetch of the one weight stream, X16_PF_BYTES ahead, into L2 (T1). Measured with 2
@@ -254,12 +250,12 @@ AI void tile16(const int fmt, const int nr, const x16_src *src, int64_t nb, cons
                 if (nr == 1 && (t & 1)) {
                     /* one activation row: two more chains, so that vpdpbusd's latency does not
                      * bound the block (the halves keep their own chains: their own scales) */
-                    s2 = _mm512_dpbusd_epi32(s2, lo, bcast4(a[j] + b * QK + 4 * t));
-                    s3 = _mm512_dpbusd_epi32(s3, hi, bcast4(a[j] + b * QK + 16 + 4 * t));
+                    s2 = dpbusd_b(s2, lo, a[j] + b * QK + 4 * t);
+                    s3 = dpbusd_b(s3, hi, a[j] + b * QK + 16 + 4 * t);
                     continue;
                 }
-                s0[j] = _mm512_dpbusd_epi32(s0[j], lo, bcast4(a[j] + b * QK + 4 * t));
-                s1[j] = _mm512_dpbusd_epi32(s1[j], hi, bcast4(a[j] + b * QK + 16 + 4 * t));
+                s0[j] = dpbusd_b(s0[j], lo, a[j] + b * QK + 4 * t);
+                s1[j] = dpbusd_b(s1[j], hi, a[j] + b * QK + 16 + 4 * t);
             }
         }
         /* s0/s2: first half of the block (columns 0..15), s1/s3: second half */
@@ -309,16 +305,16 @@ AI void tile16_streams(const int fmt, const uint8_t *const *gp, int64_t nb, cons
         }
 #pragma GCC unroll 4
         for (int t = 0; t < 4; t++) {
-            const __m512i a0 = bcast4(a + b * QK + 4 * t), a1 = bcast4(a + b * QK + 16 + 4 * t);
+            const int8_t *a0 = a + b * QK + 4 * t, *a1 = a + b * QK + 16 + 4 * t;
             for (int g = 0; g < G; g++) {
                 __m512i lo, hi;
                 codes_lohi(fmt, &src[g], &o[g], zero, b, t, &lo, &hi);
                 if (t & 1) {
-                    s2[g] = _mm512_dpbusd_epi32(s2[g], lo, a0);
-                    s3[g] = _mm512_dpbusd_epi32(s3[g], hi, a1);
+                    s2[g] = dpbusd_b(s2[g], lo, a0);
+                    s3[g] = dpbusd_b(s3[g], hi, a1);
                 } else {
-                    s0[g] = _mm512_dpbusd_epi32(s0[g], lo, a0);
-                    s1[g] = _mm512_dpbusd_epi32(s1[g], hi, a1);
+                    s0[g] = dpbusd_b(s0[g], lo, a0);
+                    s1[g] = dpbusd_b(s1[g], hi, a1);
                 }
             }
         }
