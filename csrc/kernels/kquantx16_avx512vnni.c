@@ -174,6 +174,13 @@ static void pack_x16(const int fmt, const uint8_t *src, size_t rb, int64_t rows,
     }
 }
 
+/* v + b in the bytes of mask k, in place: for _mm512_mask_add_epi8(v, k, v, b) GCC copies v to a
+ * new register first, a uop per 64 codes spent on nothing */
+AI __m512i add_masked(__m512i v, __mmask64 k, __m512i b) {
+    __asm__("vpaddb %2, %0, %0%{%1%}" : "+v"(v) : "Yk"(k), "v"(b));
+    return v;
+}
+
 /* vpshufb controls, per dword lane: byte s of the lane to byte 0 (the rest zero), or to bytes 0
  * and 2 (an int16 pair for vpdpwssd) */
 AI __m512i pick_ctrl(int s) {
@@ -196,8 +203,9 @@ AI __m512i dup_ctrl(int s) {
 #define K16_PF_HINT _MM_HINT_T1
 #endif
 
-/* K ? X : Y per bit */
-#define SELECT(K, X, Y) _mm512_ternarylogic_epi32((K), (X), (Y), 0xCA)
+/* K ? X : Y per bit. vpternlogd overwrites its first operand: Y goes there (at every use a
+ * temporary that dies here), so that no constant K is copied to a new register first. */
+#define SELECT(K, X, Y) _mm512_ternarylogic_epi32((Y), (K), (X), 0xB8)
 /* (A & B) | C per bit */
 #define AND_OR(A, B, C) _mm512_ternarylogic_epi32((A), (B), (C), 0xEA)
 
@@ -317,8 +325,8 @@ AI void tile16_q45(const int fmt, const int nr, const int stored, const k16_src 
                         uint64_t ml, mh;
                         memcpy(&ml, rp + 2048 + 16 * (8 * c + t), 8);
                         memcpy(&mh, rp + 2048 + 16 * (8 * c + t) + 8, 8);
-                        lo = _mm512_mask_add_epi8(lo, _cvtu64_mask64(ml), lo, b16);
-                        hi = _mm512_mask_add_epi8(hi, _cvtu64_mask64(mh), hi, b16);
+                        lo = add_masked(lo, _cvtu64_mask64(ml), b16);
+                        hi = add_masked(hi, _cvtu64_mask64(mh), b16);
                     }
                 } else {
                     hi = _mm512_andnot_si512(m4, v);
