@@ -112,3 +112,39 @@ def test_embedding_reader_only_for_the_same_file(tmp_path):
     os.close(fd)
     os.utime(p, ns=(g.stat.st_atime_ns, g.stat.st_mtime_ns + 10**9))  # rewritten since it was mapped
     assert model_mod._open_same_file(g) is None
+
+
+def _mapping_rss(addr: int) -> int:
+    """Resident bytes of the one mapping that holds address addr (/proc/self/smaps)."""
+    inside = False
+    with open("/proc/self/smaps") as f:
+        for line in f:
+            head = line.split(maxsplit=1)[0]
+            if "-" in head and ":" not in head:
+                lo, hi = (int(x, 16) for x in head.split("-"))
+                inside = lo <= addr < hi
+            elif inside and line.startswith("Rss:"):
+                return int(line.split()[1]) * 1024
+    raise AssertionError(f"no mapping holds {addr:#x}")
+
+
+needs_smaps = pytest.mark.skipif(not os.path.exists("/proc/self/smaps"), reason="needs /proc/self/smaps")
+
+
+@needs_smol
+@needs_smaps
+def test_model_file_pages_dropped_after_load():
+    """Once loaded, the model file's mapping holds no resident pages: the repacked matrices' sources
+    (and their neighbours' edges that fault-around brought back), the header, the metadata and the
+    norm vectors are all dropped, and running the model does not read through the mapping."""
+    from fastcpu.llm import LLM
+
+    m = model_mod.Model(SMOL, ctx=64, threads=1, max_batch=8)
+    addr = m.file._buf.ctypes.data
+    assert _mapping_rss(addr) <= 64 << 10
+    m.forward(np.arange(100, 120, dtype=np.int32), 0, "last")
+    assert _mapping_rss(addr) <= 64 << 10
+    del m
+    llm = LLM(SMOL, ctx=64, threads=1)  # the tokenizer reads its arrays from the mapping, then lets go
+    assert _mapping_rss(llm.model.file._buf.ctypes.data) <= 64 << 10
+    assert llm.tokenize("Hello world") == llm.tokenizer.encode("Hello world")

@@ -97,11 +97,45 @@ static void *concat_rows(fc_llama *m, const fc_llama_tensor *t, const int64_t *r
 /* After a matrix was repacked from the file mapping (src_mapped): its pages leave this process's
  * resident set. Whole pages only; a page it shares with a neighbour is dropped too, harmlessly
  * (read-only file pages fault back in). */
-static void drop_source(const fc_llama *m, const fc_weight *w, const void *data, int64_t rows) {
-    if (!m->c.src_mapped || w->layout == 0) return;
+static void drop_pages(const fc_llama *m, const void *data, size_t bytes) {
+    if (!m->c.src_mapped) return;
     const uintptr_t pg = 4096, a = (uintptr_t)data & ~(pg - 1);
-    const uintptr_t b = ((uintptr_t)data + (uintptr_t)rows * w->row_bytes + pg - 1) & ~(pg - 1);
+    const uintptr_t b = ((uintptr_t)data + bytes + pg - 1) & ~(pg - 1);
     madvise((void *)a, b - a, MADV_DONTNEED);
+}
+
+static void drop_source(const fc_llama *m, const fc_weight *w, const void *data, int64_t rows) {
+    if (w->layout == 0) return;
+    drop_pages(m, data, (size_t)rows * w->row_bytes);
+}
+
+/* Once every matrix is prepared, drops their sources once more: reading one matrix faulted in the
+ * kernel's fault-around window (16 pages) around each page, the edges of its neighbours in the file
+ * included, which were dropped before (SmolLM2: ~2.6 MB of such edges stayed resident). Sources
+ * copied into a concatenation go too, whatever the layout. */
+static void drop_all_sources(const fc_llama *m, const fc_llama_layer_src *layers, fc_llama_tensor out) {
+    if (!m->c.src_mapped) return;
+    const int64_t dim = m->c.dim, hidden = m->c.hidden;
+    for (int l = 0; l < m->c.n_layers; l++) {
+        const fc_llama_layer_src *s = &layers[l];
+        const layer_t *L = &m->L[l];
+        const fc_llama_tensor qkv[3] = {s->wq, s->wk, s->wv};
+        const int64_t qkv_rows[3] = {m->q_dim, m->kv_dim, m->kv_dim};
+        const fc_weight *qkv_w[3] = {&L->wqkv, &L->wk, &L->wv};
+        for (int i = 0; i < 3; i++) {
+            if (L->cat_qkv) drop_pages(m, qkv[i].data, (size_t)qkv_rows[i] * fc_row_bytes(qkv[i].qtype, dim));
+            else drop_source(m, L->fused_qkv ? qkv_w[0] : qkv_w[i], qkv[i].data, qkv_rows[i]);
+        }
+        const fc_llama_tensor gu[2] = {s->w_gate, s->w_up};
+        const fc_weight *gu_w[2] = {&L->wgu, &L->wup};
+        for (int i = 0; i < 2; i++) {
+            if (L->cat_gu) drop_pages(m, gu[i].data, (size_t)hidden * fc_row_bytes(gu[i].qtype, dim));
+            else drop_source(m, L->fused_gu ? gu_w[0] : gu_w[i], gu[i].data, hidden);
+        }
+        drop_source(m, &L->wo, s->wo.data, dim);
+        drop_source(m, &L->wdown, s->w_down.data, dim);
+    }
+    drop_source(m, &m->out, out.data, m->c.n_vocab);
 }
 
 /* from_file: data points into the model file's mapping (else into memory of the engine's own) */
@@ -262,6 +296,7 @@ fc_llama *fc_llama_create_src(const fc_llama_config *cfg, fc_llama_tensor token_
     if (src && src->fetch) prepare_plain(&m->out, o.qtype, c->n_vocab, dim);
     else if (prepare(m, &m->out, o.qtype, o.data, c->n_vocab, dim, 1)) goto oom;
     work = max_sz(work, fc_gemm_w_work_bytes(&m->out, B));
+    if (!(src && src->fetch)) drop_all_sources(m, layers, o);
 
     const size_t kv = (size_t)c->n_layers * (size_t)c->n_ctx * (size_t)m->kv_dim * sizeof(float);
     m->k_cache = alloc64(m, kv);
