@@ -197,14 +197,15 @@ class _LazyArray:
         a = np.frombuffer(buf, dtype=_SCALAR_DTYPE[self.etype], count=self.n, offset=self.start - base)
         return (a.astype(bool) if self.etype == T_BOOL else a).tolist()
 
-    def strings(self, buf, base: int = 0):
-        """The items of a string array, one at a time."""
+    def strings(self, buf, base: int = 0, raw: bool = False):
+        """The items of a string array, one at a time (raw: their bytes, not decoded)."""
         pos = self.start - base
         unpack = struct.Struct("<Q").unpack_from
         for _ in range(self.n):
             ln = unpack(buf, pos)[0]
             pos += 8
-            yield buf[pos:pos + ln].decode("utf-8", "surrogateescape")
+            b = buf[pos:pos + ln]
+            yield bytes(b) if raw else b.decode("utf-8", "surrogateescape")
             pos += ln
 
 
@@ -230,16 +231,16 @@ class GGUFMetadata(MutableMapping):
             return v.decode(buf)
         return v
 
-    def iter_strings(self, key):
+    def iter_strings(self, key, raw: bool = False):
         """An iterator over the items of a string array kept in the file, decoded one at a time (no
-        list of them all at once); None when key holds anything else."""
+        list of them all at once; raw: their bytes); None when key holds anything else."""
         v = self._d.get(key)
         if type(v) is not _LazyArray or v.etype != T_STRING:
             return None
         buf = self._buf
         if isinstance(buf, dict):
-            return v.strings(buf[key], v.start)
-        return v.strings(buf)
+            return v.strings(buf[key], v.start, raw)
+        return v.strings(buf, 0, raw)
 
     def __setitem__(self, key, value):
         self._d[key] = value

@@ -74,17 +74,48 @@ def test_lazy_metadata_rejects_truncated_arrays(tmp_path):
 @needs_smol
 def test_tokenizer_from_lazy_metadata_roundtrip():
     g = GGUFFile(SMOL)
-    tok = Tokenizer.from_gguf_metadata(g.metadata)  # merges streamed from the file
-    plain = Tokenizer.from_gguf_metadata(g.metadata.copy())  # merges from a list
-    assert tok._ranks == plain._ranks and tok._tok2id == plain._tok2id
+    tok = Tokenizer.from_gguf_metadata(g.metadata)  # tokens and merges streamed from the file
+    plain = Tokenizer.from_gguf_metadata(g.metadata.copy())  # from lists of str
+    n = tok.vocab_size
+    assert n == plain.vocab_size == 49152
+    assert tok._vocab.merge_count == plain._vocab.merge_count == len(plain_merges(g))
+    assert [tok.token_text(i) for i in range(n)] == g.metadata["tokenizer.ggml.tokens"]
     text = open(os.path.join(DATA, "declaration.txt"), encoding="utf-8").read()
     text += "\n  naïve café, 東京 🙂 x=1234567 <|im_start|>user\n"
     ids = tok.encode(text, parse_special=True)
     assert ids == plain.encode(text, parse_special=True)
     assert tok.decode(ids) == text
-    # the rank keys share the vocabulary's strings and ints
-    texts = {id(t) for t in tok._texts}
-    assert all(id(a) in texts and id(b) in texts for a, b in list(tok._ranks)[:2000])
+    g.close()
+
+
+def plain_merges(g):
+    return {tuple(m.split(" ", 1)) for m in g.metadata["tokenizer.ggml.merges"]}
+
+
+@needs_smol
+def test_tokenizer_memory():
+    """The vocabulary and merges live in C memory (~2 MB for SmolLM2's 49152 tokens and 48900 merges;
+    Python dicts of str/tuple/int objects took ~15 MB), and building it from the file leaves almost
+    no Python objects behind."""
+    import gc
+    import tracemalloc
+
+    g = GGUFFile(SMOL)
+    gc.collect()
+    tracemalloc.start()
+    try:
+        tok = Tokenizer.from_gguf_metadata(g.metadata)
+        gc.collect()
+        current, peak = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    assert current < 512 << 10, current  # measured 0.16 MB
+    assert peak < 2 << 20, peak  # measured 0.8 MB: no list of every string at once
+    assert tok._vocab.nbytes < 3 << 20, tok._vocab.nbytes  # measured 2.04 MiB
+    # the encode cache is bounded
+    words = " ".join("".join(chr(97 + i // 26 ** k % 26) for k in range(4)) for i in range(40000))
+    tok.encode(words)
+    assert len(tok._word_cache) <= 1 << 14
     g.close()
 
 
