@@ -59,7 +59,13 @@ struct fc_llama {
     /* activations, B = max_batch rows */
     float *x;       /* (B, dim) residual stream */
     float *xb;      /* (B, dim) normed input of the next matmul */
-    float *y;       /* (B, dim) matmul output added into x */
+    /* The rest share one buffer (act), each where nothing live is when it is written: a layer runs
+     * qkv -> att -> y, then gu -> h -> y, and y is added into x before the next matmul writes.
+     *   act: [ qkv | y | gu (one at a time, from the start) ] [ att ]  (attention half)
+     *        [                                             ] [ h ]    (FFN half)
+     * which holds 2/3 of what separate buffers took (SmolLM2 at B = 256: 6.6 -> 4.5 MB). */
+    float *act;
+    float *y;       /* (B, dim) matmul output added into x: the start of act */
     float *qkv;     /* (B, q_dim + 2*kv_dim) fused, else q (B, q_dim) | k (B, kv_dim) | v (B, kv_dim) */
     float *att;     /* (B, q_dim) attention output */
     float *gu;      /* (B, 2*hidden): fused gate|up rows, else gate (B, hidden) | up (B, hidden) */
@@ -204,11 +210,7 @@ void fc_llama_free(fc_llama *m) {
     free(m->v_cache);
     free(m->x);
     free(m->xb);
-    free(m->y);
-    free(m->qkv);
-    free(m->att);
-    free(m->gu);
-    free(m->h);
+    free(m->act);
     free(m->scores);
     free(m->work);
     free(m);
@@ -303,15 +305,21 @@ fc_llama *fc_llama_create_src(const fc_llama_config *cfg, fc_llama_tensor token_
     m->v_cache = alloc64(m, kv);
     m->x = alloc64(m, (size_t)(B * dim) * sizeof(float));
     m->xb = alloc64(m, (size_t)(B * dim) * sizeof(float));
-    m->y = alloc64(m, (size_t)(B * dim) * sizeof(float));
-    m->qkv = alloc64(m, (size_t)(B * (m->q_dim + 2 * m->kv_dim)) * sizeof(float));
-    m->att = alloc64(m, (size_t)(B * m->q_dim) * sizeof(float));
-    m->gu = alloc64(m, (size_t)(B * 2 * hidden) * sizeof(float));
-    m->h = alloc64(m, (size_t)(B * hidden) * sizeof(float));
+    {
+        const int64_t qkv_w = m->q_dim + 2 * m->kv_dim, gu_w = 2 * hidden;
+        const int64_t att_at = B * (qkv_w > dim ? qkv_w : dim), h_at = B * (gu_w > dim ? gu_w : dim);
+        const int64_t end_a = att_at + B * m->q_dim, end_b = h_at + B * hidden;
+        m->act = alloc64(m, (size_t)(end_a > end_b ? end_a : end_b) * sizeof(float));
+        if (m->act) {
+            m->y = m->qkv = m->gu = m->act;
+            m->att = m->act + att_at;
+            m->h = m->act + h_at;
+        }
+    }
     m->scores = alloc64(m, (size_t)m->nth * ATTN_CHUNKS_PER_THREAD * (size_t)(c->n_heads / c->n_kv_heads) *
                                (size_t)c->n_ctx * sizeof(float));
     m->work = alloc64(m, work + FC_ALIGN);
-    if (!m->k_cache || !m->v_cache || !m->x || !m->xb || !m->y || !m->qkv || !m->att || !m->gu || !m->h ||
+    if (!m->k_cache || !m->v_cache || !m->x || !m->xb || !m->act ||
         !m->scores || !m->work)
         goto oom;
     return m;
