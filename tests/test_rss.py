@@ -195,3 +195,39 @@ def test_activation_buffers_shared():
     want = 4 * (2 * d + max(max(qkv, d) + q, max(2 * h, d) + h))
     # separate buffers took 4 * (2d + qkv + q + 3h + d) = 4 * 7872 here: more than the bound
     assert want <= per_row <= want + 4096, (per_row, want)
+
+
+_LOAD_CHILD = r"""
+import json, sys
+import numpy as np
+import fastcpu.model
+def status():
+    return {l.split(":")[0]: int(l.split()[1]) << 10 for l in open("/proc/self/status")
+            if l.startswith(("VmRSS:", "VmHWM:"))}
+base = status()["VmRSS"]
+m = fastcpu.model.Model(sys.argv[1], ctx=64, threads=1, max_batch=8)
+s = status()
+print(json.dumps({"base": base, "rss": s["VmRSS"], "hwm": s["VmHWM"], "out": m.engine.alloc_bytes}))
+"""
+
+
+@needs_smol
+@needs_smaps
+def test_load_high_water_mark():
+    """Loading does not hold a matrix's source and its repacked copy on top of everything packed
+    before it: the output matrix (SmolLM2's 29 MB embedding, its biggest) is packed first, and each
+    source leaves the resident set once packed, so the load's peak is the loaded model plus a few
+    MB (it was +29 MB when the output matrix came last)."""
+    import json
+    import subprocess
+    import sys
+
+    from childproc import CHILD_CWD, child_env
+
+    r = subprocess.run([sys.executable, "-c", _LOAD_CHILD, SMOL], capture_output=True, text=True,
+                       env=child_env(), cwd=CHILD_CWD, timeout=120)
+    assert r.returncode == 0, r.stderr[-2000:]
+    got = json.loads(r.stdout.strip().splitlines()[-1])
+    over = got["hwm"] - got["rss"]
+    assert over < 12 << 20, got  # measured 5.5 MB
+    assert got["rss"] - got["base"] < 110 << 20, got  # measured 95 MB: ~ the 92 MB of packed weights

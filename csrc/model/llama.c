@@ -258,6 +258,13 @@ fc_llama *fc_llama_create_src(const fc_llama_config *cfg, fc_llama_tensor token_
     if (!m->L || !m->inv_freq) goto oom;
     memcpy(m->inv_freq, inv_freq, (size_t)(hd / 2) * sizeof(float));
 
+    /* The output matrix first: its whole source is resident while it is repacked (the biggest
+     * matrix: SmolLM2's 29 MB embedding), so the load's high-water mark is that plus the copy,
+     * not that on top of every layer already packed. */
+    fc_llama_tensor o = output.data ? output : token_embd;
+    if (src && src->fetch) prepare_plain(&m->out, o.qtype, c->n_vocab, dim);
+    else if (prepare(m, &m->out, o.qtype, o.data, c->n_vocab, dim, 1)) goto oom;
+
     size_t work = 0;
     for (int l = 0; l < c->n_layers; l++) {
         const fc_llama_layer_src *s = &layers[l];
@@ -294,9 +301,6 @@ fc_llama *fc_llama_create_src(const fc_llama_config *cfg, fc_llama_tensor token_
         for (size_t i = 0; i < sizeof all / sizeof all[0]; i++)
             if (all[i]->kernel) work = max_sz(work, fc_gemm_w_work_bytes(all[i], B));
     }
-    fc_llama_tensor o = output.data ? output : token_embd;
-    if (src && src->fetch) prepare_plain(&m->out, o.qtype, c->n_vocab, dim);
-    else if (prepare(m, &m->out, o.qtype, o.data, c->n_vocab, dim, 1)) goto oom;
     work = max_sz(work, fc_gemm_w_work_bytes(&m->out, B));
     if (!(src && src->fetch)) drop_all_sources(m, layers, o);
 
