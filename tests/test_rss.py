@@ -231,3 +231,41 @@ def test_load_high_water_mark():
     over = got["hwm"] - got["rss"]
     assert over < 12 << 20, got  # measured 5.5 MB
     assert got["rss"] - got["base"] < 110 << 20, got  # measured 95 MB: ~ the 92 MB of packed weights
+
+
+_PREFILL_CHILD = r"""
+import json, sys
+import numpy as np
+import fastcpu.model
+def anon():
+    return [int(l.split()[1]) << 10 for l in open("/proc/self/status") if l.startswith("RssAnon:")][0]
+m = fastcpu.model.Model(sys.argv[1], ctx=320, threads=1, max_batch=256)
+out = np.empty(m.n_vocab, np.float32)
+m.engine.forward(np.arange(5, 6, dtype=np.int32), 0, "last", out)  # the logits row, 1-row pages
+a0 = anon()
+m.engine.forward(np.arange(100, 356, dtype=np.int32), 1, "last", out)
+a1 = anon()
+m.engine.forward(np.arange(7, 8, dtype=np.int32), 257, "last", out)
+print(json.dumps({"prefill": a1 - a0, "decode": anon() - a1}))
+"""
+
+
+@needs_smol
+@needs_smaps
+def test_prefill_hands_activations_back():
+    """A 256-row step leaves only the KV cache rows it wrote resident: its activation pages (6 MB at
+    256 rows for SmolLM2) go back when it ends, and a decode step after it faults in next to nothing."""
+    import json
+    import subprocess
+    import sys
+
+    from childproc import CHILD_CWD, child_env
+
+    cfg = model_mod.read_config(GGUFFile(SMOL))
+    r = subprocess.run([sys.executable, "-c", _PREFILL_CHILD, SMOL], capture_output=True, text=True,
+                       env=child_env(), cwd=CHILD_CWD, timeout=300)
+    assert r.returncode == 0, r.stderr[-2000:]
+    got = json.loads(r.stdout.strip().splitlines()[-1])
+    kv = 2 * cfg.n_layers * 256 * cfg.kv_dim * 4  # the 256 positions written: 11.8 MB
+    assert got["prefill"] < kv + (1 << 20), (got, kv)  # activations kept: kv + 6 MB
+    assert got["decode"] < 1 << 20, got

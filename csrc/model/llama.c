@@ -72,6 +72,7 @@ struct fc_llama {
     float *h;       /* (B, hidden) silu(gate) * up */
     float *scores;  /* (nth * ATTN_CHUNKS_PER_THREAD, n_heads / n_kv_heads, n_ctx) attention scratch per chunk */
     void *work;     /* GEMM activation scratch: max fc_gemm_w_work_bytes over the weights at B rows */
+    size_t x_bytes, act_bytes, work_bytes; /* of x (= of xb), act, work */
     size_t alloc_bytes;
     fc_llama_source src; /* weights per pass (fetch NULL: prepared at create) */
 };
@@ -313,7 +314,8 @@ fc_llama *fc_llama_create_src(const fc_llama_config *cfg, fc_llama_tensor token_
         const int64_t qkv_w = m->q_dim + 2 * m->kv_dim, gu_w = 2 * hidden;
         const int64_t att_at = B * (qkv_w > dim ? qkv_w : dim), h_at = B * (gu_w > dim ? gu_w : dim);
         const int64_t end_a = att_at + B * m->q_dim, end_b = h_at + B * hidden;
-        m->act = alloc64(m, (size_t)(end_a > end_b ? end_a : end_b) * sizeof(float));
+        m->act_bytes = (size_t)(end_a > end_b ? end_a : end_b) * sizeof(float);
+        m->act = alloc64(m, m->act_bytes);
         if (m->act) {
             m->y = m->qkv = m->gu = m->act;
             m->att = m->act + att_at;
@@ -323,6 +325,8 @@ fc_llama *fc_llama_create_src(const fc_llama_config *cfg, fc_llama_tensor token_
     m->scores = alloc64(m, (size_t)m->nth * ATTN_CHUNKS_PER_THREAD * (size_t)(c->n_heads / c->n_kv_heads) *
                                (size_t)c->n_ctx * sizeof(float));
     m->work = alloc64(m, work + FC_ALIGN);
+    m->x_bytes = (size_t)(B * dim) * sizeof(float);
+    m->work_bytes = work + FC_ALIGN;
     if (!m->k_cache || !m->v_cache || !m->x || !m->xb || !m->act ||
         !m->scores || !m->work)
         goto oom;
@@ -578,6 +582,26 @@ static int block_forward(fc_llama *m, const int32_t *tokens, int nb, int pos0, f
     return 0;
 }
 
+/* Whole pages inside [p, p + bytes) leave the resident set (anonymous: they read back as zeros,
+ * which nothing relies on; the allocation's own bookkeeping lies outside). */
+static void drop_inside(void *p, size_t bytes) {
+    const uintptr_t pg = 4096, a = ((uintptr_t)p + pg - 1) & ~(pg - 1), b = ((uintptr_t)p + bytes) & ~(pg - 1);
+    if (b > a) madvise((void *)a, b - a, MADV_DONTNEED);
+}
+
+/* A step of at least this many rows hands its activation pages back when it ends: a prompt's
+ * blocks touch all max_batch rows of them (SmolLM2 at 256 rows: 6 MB), which single-token decode
+ * steps, run next and for long, would keep resident without using. Faulting them in again costs
+ * the next long step well under 1% (a few thousand page faults against a 256-row GEMM pass). */
+#define RELEASE_ROWS 32
+
+static void release_activations(fc_llama *m) {
+    drop_inside(m->x, m->x_bytes);
+    drop_inside(m->xb, m->x_bytes);
+    drop_inside(m->act, m->act_bytes);
+    drop_inside(m->work, m->work_bytes);
+}
+
 int fc_llama_forward(fc_llama *m, const int32_t *tokens, int n_tokens, int pos, float *logits, int logits_mode) {
     const int B = m->c.max_batch;
     for (int b0 = 0; b0 < n_tokens; b0 += B) {
@@ -588,6 +612,7 @@ int fc_llama_forward(fc_llama *m, const int32_t *tokens, int n_tokens, int pos, 
         int rc = block_forward(m, tokens + b0, nb, pos + b0, out, mode, NULL, NULL, 0, NULL);
         if (rc) return rc;
     }
+    if (n_tokens >= RELEASE_ROWS) release_activations(m);
     return 0;
 }
 
@@ -606,5 +631,6 @@ int fc_llama_forward_rows(fc_llama *m, const int32_t *tokens, int n, const int32
             out_row += (size_t)nb;
         }
     }
+    if (n >= RELEASE_ROWS) release_activations(m);
     return 0;
 }
