@@ -345,7 +345,7 @@ class Tokenizer:
         self.model = model
 
         # The strings and merges go into C memory (fastcpu._engine.Vocab: one blob of UTF-8 bytes and
-        # two hash tables, ~3 MB for SmolLM2 where Python dicts of str/tuple/int took ~15 MB), read
+        # two hash tables, ~2 MB for SmolLM2 where Python dicts of str/tuple/int took ~15 MB), read
         # straight from the file when the metadata keeps them there (fastcpu.gguf.GGUFMetadata): no
         # list of ~50k strings that would leave the heap fragmented after it is freed.
         from ._engine import Vocab
