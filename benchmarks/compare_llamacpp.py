@@ -187,11 +187,18 @@ import json, sys, time
 import numpy as np
 sys.path[:0] = {paths!r}
 from compare_llamacpp import FastCPU, LlamaCpp, prompt_ids
-import fastcpu.llm, fastcpu.tokenizer, llama_cpp
+# only the engine under test: the other one's libraries would count in this one's base
+if {engine!r} == "fastcpu":
+    import fastcpu.llm, fastcpu.tokenizer
+else:
+    import llama_cpp
+# the prompt before the base: numpy.random (and the libcrypto it loads) is the harness's, not the engine's
+p = prompt_ids({n_vocab}, {n_prompt})
+gen = [np.array([t], np.int32) for t in prompt_ids({n_vocab}, {n_gen}, seed=1)]
 base = int(open("/proc/self/statm").read().split()[1]) * 4096  # interpreter + libraries, no model
 eng = {{"fastcpu": FastCPU, "llama.cpp": LlamaCpp}}[{engine!r}]({path!r}, {threads}, {ctx})
-p = prompt_ids(eng.n_vocab, {n_prompt})
-eng.trial(p, [np.array([t], np.int32) for t in prompt_ids(eng.n_vocab, {n_gen}, seed=1)])
+assert eng.n_vocab == {n_vocab}, eng.n_vocab
+eng.trial(p, gen)
 # VmHWM: this process's own peak (ru_maxrss can carry the parent's high-water mark over the fork)
 hwm = [int(l.split()[1]) * 1024 for l in open("/proc/self/status") if l.startswith("VmHWM:")][0]
 print(json.dumps({{"maxrss": hwm, "base": base}}))
@@ -202,23 +209,25 @@ def peak_rss(name, threads, n_prompt, n_gen):
     path = model_path(name)
     ctx = n_prompt + n_gen + 8
     out = {"model": os.path.basename(path), "file_bytes": os.path.getsize(path)}
+    from fastcpu.model import read_config
+    from fastcpu.gguf import GGUFFile
+
+    g = GGUFFile(path)
+    cfg = read_config(g)
+    g.close()
     for engine in ("fastcpu", "llama.cpp"):
         code = _RSS_CHILD.format(paths=[os.path.dirname(HERE), HERE], engine=engine, path=path, threads=threads,
-                                 ctx=ctx, n_prompt=n_prompt, n_gen=n_gen)
+                                 ctx=ctx, n_prompt=n_prompt, n_gen=n_gen, n_vocab=cfg.n_vocab)
         r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
         if r.returncode:
             raise RuntimeError(f"{engine} RSS child failed:\n{r.stderr[-2000:]}")
         got = json.loads(r.stdout.strip().splitlines()[-1])
         out[f"{engine}_peak_rss"] = got["maxrss"]
         out[f"{engine}_base_rss"] = got["base"]
-    from fastcpu.model import read_config
-    from fastcpu.gguf import GGUFFile
-
-    cfg = read_config(GGUFFile(path))
     out["fastcpu_kv_bytes"] = 2 * cfg.n_layers * ctx * cfg.kv_dim * 4  # float32 K and V
     out["fastcpu_rss_over_file_kv"] = out["fastcpu_peak_rss"] / (out["file_bytes"] + out["fastcpu_kv_bytes"])
-    # the model's own share: peak minus what the process held before loading it (Python, numpy,
-    # both libraries imported)
+    # the model's own share: peak minus what the process held before opening it (Python, numpy,
+    # the engine's own library imported, the prompt made)
     out["fastcpu_model_rss_over_file_kv"] = (out["fastcpu_peak_rss"] - out["fastcpu_base_rss"]) / (
         out["file_bytes"] + out["fastcpu_kv_bytes"])
     return out
@@ -235,12 +244,14 @@ def markdown(rows, rss):
                      f"{r['membw_gbps']:.1f} |")
     if rss:
         lines += ["", "| model | file MiB | fastcpu KV MiB | fastcpu peak RSS MiB (x file+KV) | same less the "
-                  "interpreter (x file+KV) | llama.cpp peak RSS MiB |", "|---|---|---|---|---|---|"]
+                  "interpreter (x file+KV) | llama.cpp peak RSS MiB | llama.cpp less the interpreter |",
+                  "|---|---|---|---|---|---|---|"]
         for r in rss:
             lines.append(f"| {r['model']} | {r['file_bytes'] / 2**20:.0f} | {r['fastcpu_kv_bytes'] / 2**20:.0f} | "
                          f"{r['fastcpu_peak_rss'] / 2**20:.0f} ({r['fastcpu_rss_over_file_kv']:.2f}) | "
                          f"{(r['fastcpu_peak_rss'] - r['fastcpu_base_rss']) / 2**20:.0f} "
-                         f"({r['fastcpu_model_rss_over_file_kv']:.2f}) | {r['llama.cpp_peak_rss'] / 2**20:.0f} |")
+                         f"({r['fastcpu_model_rss_over_file_kv']:.2f}) | {r['llama.cpp_peak_rss'] / 2**20:.0f} | "
+                         f"{(r['llama.cpp_peak_rss'] - r['llama.cpp_base_rss']) / 2**20:.0f} |")
     return "\n".join(lines)
 
 

@@ -624,3 +624,164 @@ cdef class Stream:
         if m == NULL:
             return
         _raise_stream(m.decode(errors="replace"), err_no, changed, self.path)
+
+
+cdef extern from "model/vocab.h" nogil:
+    ctypedef struct fc_vocab:
+        pass
+    fc_vocab *fc_vocab_new()
+    void fc_vocab_free(fc_vocab *v)
+    int64_t fc_vocab_add(fc_vocab *v, const char *s, size_t len)
+    int64_t fc_vocab_find(const fc_vocab *v, const char *s, size_t len)
+    int64_t fc_vocab_count(const fc_vocab *v)
+    const char *fc_vocab_text(const fc_vocab *v, int64_t id, size_t *len)
+    void fc_vocab_set_n_vocab(fc_vocab *v, int64_t n_vocab)
+    int fc_vocab_add_merge(fc_vocab *v, const char *m, size_t len, int32_t rank)
+    int64_t fc_vocab_merge_count(const fc_vocab *v)
+    void fc_vocab_set_bytes(fc_vocab *v, const int32_t *byte_sym, const int32_t *ascii_id)
+    int fc_vocab_set_spm(fc_vocab *v, const double *scores, const int32_t *byte_id)
+    int64_t fc_vocab_bpe(const fc_vocab *v, const uint8_t *word, size_t len, int32_t *out)
+    int64_t fc_vocab_spm(const fc_vocab *v, const uint8_t *text, size_t len, int32_t *out)
+    size_t fc_vocab_bytes(const fc_vocab *v)
+    void fc_vocab_shrink(fc_vocab *v)
+
+
+cdef class Vocab:
+    """Token strings (UTF-8 bytes) with ids and the BPE merge loops, in C memory (csrc/model/vocab.c).
+    fastcpu.tokenizer builds it and checks what goes in; ids handed to text() must be < count."""
+    cdef fc_vocab *v
+    cdef readonly int64_t n_vocab
+    cdef bint ready_bpe, ready_spm
+
+    def __cinit__(self):
+        self.v = fc_vocab_new()
+        if self.v == NULL:
+            raise MemoryError("tokenizer vocabulary")
+
+    def __dealloc__(self):
+        fc_vocab_free(self.v)
+
+    def add(self, bytes s not None):
+        """The new id of s, or -2 - id when s is already there."""
+        cdef int64_t r = fc_vocab_add(self.v, <const char *>s, len(s))
+        if r == -1:
+            raise MemoryError("tokenizer vocabulary")
+        return r
+
+    def find(self, bytes s not None):
+        """Id of s (a vocabulary id or one of the merges' own strings), -1 if absent."""
+        return fc_vocab_find(self.v, <const char *>s, len(s))
+
+    def find_token(self, bytes s not None):
+        """Vocabulary id of s, or None."""
+        cdef int64_t r = fc_vocab_find(self.v, <const char *>s, len(s))
+        return r if 0 <= r < self.n_vocab else None
+
+    def text(self, int64_t i):
+        cdef size_t n
+        if not 0 <= i < fc_vocab_count(self.v):
+            raise IndexError(i)
+        cdef const char *p = fc_vocab_text(self.v, i, &n)
+        return p[:n]
+
+    @property
+    def count(self):
+        return fc_vocab_count(self.v)
+
+    @property
+    def merge_count(self):
+        return fc_vocab_merge_count(self.v)
+
+    @property
+    def nbytes(self):
+        return fc_vocab_bytes(self.v)
+
+    def set_n_vocab(self):
+        """Every string added so far is a vocabulary entry; later ones (merges') are not."""
+        self.n_vocab = fc_vocab_count(self.v)
+        fc_vocab_set_n_vocab(self.v, self.n_vocab)
+
+    def add_merge(self, bytes m not None, int32_t rank):
+        if self.n_vocab == 0:
+            raise RuntimeError("set_n_vocab() before the merges")
+        if fc_vocab_add_merge(self.v, <const char *>m, len(m), rank):
+            raise MemoryError("tokenizer merges")
+
+    def set_bytes(self, byte_sym, ascii_id):
+        cdef int32_t bs[256]
+        cdef int32_t ai[128]
+        cdef int i
+        if len(byte_sym) != 256 or len(ascii_id) != 128:
+            raise ValueError("256 byte symbols and 128 ASCII ids")
+        for i in range(256):
+            bs[i] = byte_sym[i]
+            if not 0 <= bs[i] < fc_vocab_count(self.v):
+                raise ValueError(f"byte {i}: symbol id {bs[i]} out of range")
+        for i in range(128):
+            ai[i] = ascii_id[i]
+            if not -1 <= ai[i] < self.n_vocab:
+                raise ValueError(f"ASCII {i}: id {ai[i]} out of range")
+        fc_vocab_set_bytes(self.v, bs, ai)
+        self.ready_bpe = True
+
+    def set_spm(self, scores, byte_id):
+        cdef const double[::1] sc = np.ascontiguousarray(scores, dtype=np.float64)
+        cdef int32_t bi[256]
+        cdef int i
+        if sc.shape[0] != self.n_vocab or self.n_vocab == 0 or len(byte_id) != 256:
+            raise ValueError("a score per vocabulary id and 256 byte ids")
+        for i in range(256):
+            bi[i] = byte_id[i]
+            if not -1 <= bi[i] < self.n_vocab:
+                raise ValueError(f"byte {i}: id {bi[i]} out of range")
+        if fc_vocab_set_spm(self.v, &sc[0], bi):
+            raise MemoryError("tokenizer scores")
+        self.ready_spm = True
+
+    def shrink(self):
+        fc_vocab_shrink(self.v)
+
+    def bpe(self, bytes word not None):
+        """Ids of one pre-tokenized word (UTF-8) after byte-level BPE."""
+        if not self.ready_bpe:
+            raise RuntimeError("set_bytes() first")
+        cdef Py_ssize_t n = len(word)
+        cdef int32_t small[128]
+        cdef int32_t *out = small
+        cdef int64_t k
+        cdef const uint8_t *w = <const uint8_t *><const char *>word
+        if n > 128:
+            out = <int32_t *>malloc(n * sizeof(int32_t))
+            if out == NULL:
+                raise MemoryError("tokenizer")
+        try:
+            with nogil:
+                k = fc_vocab_bpe(self.v, w, n, out)
+            if k < 0:
+                raise MemoryError("tokenizer")
+            return [out[i] for i in range(k)]
+        finally:
+            if out != small:
+                free(out)
+
+    def spm(self, bytes text not None):
+        """Ids of a text (UTF-8, spaces as U+2581) after SentencePiece-style merges; a byte with no
+        fallback token: LookupError(byte)."""
+        if not self.ready_spm:
+            raise RuntimeError("set_spm() first")
+        cdef Py_ssize_t n = len(text)
+        cdef int32_t *out = <int32_t *>malloc((n if n else 1) * sizeof(int32_t))
+        cdef int64_t k
+        cdef const uint8_t *t = <const uint8_t *><const char *>text
+        if out == NULL:
+            raise MemoryError("tokenizer")
+        try:
+            with nogil:
+                k = fc_vocab_spm(self.v, t, n, out)
+            if k == -1:
+                raise MemoryError("tokenizer")
+            if k < -1:
+                raise LookupError(-2 - k)  # args[0]: the byte with no fallback token
+            return [out[i] for i in range(k)]
+        finally:
+            free(out)

@@ -197,14 +197,15 @@ class _LazyArray:
         a = np.frombuffer(buf, dtype=_SCALAR_DTYPE[self.etype], count=self.n, offset=self.start - base)
         return (a.astype(bool) if self.etype == T_BOOL else a).tolist()
 
-    def strings(self, buf, base: int = 0):
-        """The items of a string array, one at a time."""
+    def strings(self, buf, base: int = 0, raw: bool = False):
+        """The items of a string array, one at a time (raw: their bytes, not decoded)."""
         pos = self.start - base
         unpack = struct.Struct("<Q").unpack_from
         for _ in range(self.n):
             ln = unpack(buf, pos)[0]
             pos += 8
-            yield buf[pos:pos + ln].decode("utf-8", "surrogateescape")
+            b = buf[pos:pos + ln]
+            yield bytes(b) if raw else b.decode("utf-8", "surrogateescape")
             pos += ln
 
 
@@ -230,16 +231,16 @@ class GGUFMetadata(MutableMapping):
             return v.decode(buf)
         return v
 
-    def iter_strings(self, key):
+    def iter_strings(self, key, raw: bool = False):
         """An iterator over the items of a string array kept in the file, decoded one at a time (no
-        list of them all at once); None when key holds anything else."""
+        list of them all at once; raw: their bytes); None when key holds anything else."""
         v = self._d.get(key)
         if type(v) is not _LazyArray or v.etype != T_STRING:
             return None
         buf = self._buf
         if isinstance(buf, dict):
-            return v.strings(buf[key], v.start)
-        return v.strings(buf)
+            return v.strings(buf[key], v.start, raw)
+        return v.strings(buf, 0, raw)
 
     def __setitem__(self, key, value):
         self._d[key] = value
@@ -513,6 +514,37 @@ class GGUFFile:
             raise ModelFormatError(
                 f"{self.path}: tensor {name!r} is {t.qtype_name}; array() reads only F32/F16/BF16 tensors")
         return a.reshape(t.shape)
+
+    # the kernel maps file pages in windows of this size around a faulting one (fault_around_bytes)
+    _FAULT_AROUND = 1 << 16
+
+    def drop_pages(self, start: int = 0, end: int | None = None) -> None:
+        """Takes the mapping's pages in [start, end) (whole fault-around windows that touch it) out
+        of this process's resident set. They are clean pages of a read-only file: a later read just
+        maps them again from the page cache. No-op when closed or when the OS can't."""
+        mm = self._mm
+        if mm is None or not hasattr(mm, "madvise") or not hasattr(mmap, "MADV_DONTNEED"):
+            return
+        size = len(mm)
+        end = size if end is None else min(end, size)
+        w = self._FAULT_AROUND
+        lo = start // w * w
+        hi = min(-(-end // w) * w, size)
+        if hi <= lo:
+            return
+        try:
+            mm.madvise(mmap.MADV_DONTNEED, lo, hi - lo)
+        except (OSError, ValueError):
+            pass
+
+    def drop_loader_pages(self) -> None:
+        """Drops what a loader reads through the mapping besides the weight matrices: the header
+        with the metadata (the tokenizer's arrays), and the vectors (norms, biases) it copied, each
+        with the fault-around window the kernel mapped with it."""
+        self.drop_pages(0, self.data_offset)
+        for t in self.tensors.values():
+            if len(t.ne) == 1 or t.rows == 1:
+                self.drop_pages(t.offset, t.offset + t.nbytes)
 
     def close(self) -> None:
         """Drops the mapping. Views handed out earlier keep it alive until they are gone."""

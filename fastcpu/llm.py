@@ -90,6 +90,7 @@ class LLM:
         self.n_ctx = self.model.n_ctx
         self.n_vocab = self.model.n_vocab
         self.tokenizer = Tokenizer.from_gguf_metadata(self.model.file.metadata)
+        self.model.file.drop_pages(0, self.model.file.data_offset)  # the metadata the tokenizer read
         self.metadata = self.model.file.metadata
         self._template = None
         self._reused = 0

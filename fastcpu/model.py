@@ -300,6 +300,9 @@ class Model:
         finally:
             if fd is not None:
                 os.close(fd)
+        # the header, metadata and norm vectors read through the mapping (with their fault-around
+        # windows, ~5 MB for SmolLM2) are not needed again: out of the resident set
+        f.drop_loader_pages()
 
     @property
     def n_vocab(self) -> int:

@@ -30,9 +30,9 @@ be the ones the model was run with there:
 """
 from __future__ import annotations
 
+import array
 import bisect
 import codecs
-import heapq
 import numbers
 import re
 from typing import Iterable, Mapping
@@ -291,6 +291,10 @@ _EOG_TEXTS = frozenset((
 ))
 
 
+def _none(i):
+    return -1 if i is None else i
+
+
 def _get(meta: Mapping, key: str, kind):
     """meta[key] checked to be of the given kind; None when absent."""
     v = meta.get(key)
@@ -340,72 +344,64 @@ class Tokenizer:
                 f"unsupported tokenizer model {model!r} (tokenizer.ggml.model); supported: 'gpt2', 'llama'")
         self.model = model
 
-        tokens = _get(meta, "tokenizer.ggml.tokens", list)
-        if not tokens:
-            raise TokenizerError("GGUF metadata has no 'tokenizer.ggml.tokens' array")
-        n = len(tokens)
-        texts = []
-        for i, t in enumerate(tokens):
-            if isinstance(t, bytes):
-                t = t.decode("utf-8", errors="surrogateescape")
-            if not isinstance(t, str):
+        # The strings and merges go into C memory (fastcpu._engine.Vocab: one blob of UTF-8 bytes and
+        # two hash tables, ~2 MB for SmolLM2 where Python dicts of str/tuple/int took ~15 MB), read
+        # straight from the file when the metadata keeps them there (fastcpu.gguf.GGUFMetadata): no
+        # list of ~50k strings that would leave the heap fragmented after it is freed.
+        from ._engine import Vocab
+
+        vocab = self._vocab = Vocab()
+        iter_strings = getattr(meta, "iter_strings", None)
+        tokens = iter_strings("tokenizer.ggml.tokens", raw=True) if iter_strings is not None else None
+        if tokens is None:
+            tokens = _get(meta, "tokenizer.ggml.tokens", list)
+        n = 0
+        for i, t in enumerate(tokens or ()):
+            if isinstance(t, str):
+                t = t.encode("utf-8", "surrogateescape")
+            elif not isinstance(t, bytes):
                 raise TokenizerError(f"tokenizer.ggml.tokens[{i}] is {type(t).__name__}, not a string")
-            texts.append(t if t else f"[EMPTY_{i}]")
-        self._texts = texts
-        tok2id: dict[str, int] = {}
-        # One int object per number, shared by tok2id's ids and the merge ranks below (ints above
-        # 256 are not cached by Python: two copies of 50k of them cost 1.3 MB).
-        nums = list(range(n))
-        for i, t in zip(nums, texts):
-            if t in tok2id:
-                raise TokenizerError(f"duplicate token in vocabulary: {t!r} has ids {tok2id[t]} and {i}")
-            tok2id[t] = i
-        self._tok2id = tok2id
+            r = vocab.add(t if t else f"[EMPTY_{i}]".encode())
+            if r < 0:
+                t = t.decode("utf-8", "surrogateescape")
+                raise TokenizerError(f"duplicate token in vocabulary: {t!r} has ids {-2 - r} and {i}")
+            n += 1
+        if not n:
+            raise TokenizerError("GGUF metadata has no 'tokenizer.ggml.tokens' array")
+        vocab.set_n_vocab()
+        find = self._find
 
         types = _get(meta, "tokenizer.ggml.token_type", list)
         if types is not None and len(types) < n:
             raise TokenizerError(f"tokenizer.ggml.token_type has {len(types)} entries for {n} tokens")
-        self._attr = [(_TYPE_TO_ATTR.get(int(types[i]), ATTR_UNDEFINED) if types is not None else ATTR_NORMAL)
-                      for i in range(n)]
-        scores = _get(meta, "tokenizer.ggml.scores", list)
-        if scores is not None and len(scores) < n:
-            raise TokenizerError(f"tokenizer.ggml.scores has {len(scores)} entries for {n} tokens")
-        self._scores = [float(s) for s in scores[:n]] if scores is not None else [0.0] * n
+        self._attr = array.array("H", (_TYPE_TO_ATTR.get(int(types[i]), ATTR_UNDEFINED) if types is not None
+                                       else ATTR_NORMAL for i in range(n)))
+        del types
 
         pre_name = _get(meta, "tokenizer.ggml.pre", str)
         self.clean_spaces = False
         self._pre = None
-        self._ranks: dict[tuple[str, str], int] = {}
         ignore_merges = False
         if self.kind == "bpe":
-            # Straight from the file when the metadata keeps it there (fastcpu.gguf.GGUFMetadata): no
-            # list of ~50k strings that would leave the heap fragmented after it is freed.
-            iter_strings = getattr(meta, "iter_strings", None)
-            merges = iter_strings("tokenizer.ggml.merges") if iter_strings is not None else None
+            merges = iter_strings("tokenizer.ggml.merges", raw=True) if iter_strings is not None else None
             if merges is None:
                 merges = _get(meta, "tokenizer.ggml.merges", list)
             if merges is None:
                 raise TokenizerError("BPE vocabulary (gpt2) without 'tokenizer.ggml.merges'")
-            ranks = self._ranks
             for i, m in enumerate(merges):
-                if i < n:
-                    i = nums[i]
-                if isinstance(m, bytes):
-                    m = m.decode("utf-8")
-                p = m.find(" ", 1)
-                if p < 0:
-                    ranks.setdefault(("", ""), i)
-                    continue
-                # The halves of a merge are vocabulary entries (nearly always): the key shares the
-                # vocabulary's strings instead of holding two copies of its own (~5 MB for 50k merges).
-                a, b = m[:p], m[p + 1:]
-                j = tok2id.get(a)
-                if j is not None:
-                    a = texts[j]
-                j = tok2id.get(b)
-                if j is not None:
-                    b = texts[j]
-                ranks.setdefault((a, b), i)
+                if isinstance(m, str):
+                    m = m.encode("utf-8", "surrogateescape")
+                elif not isinstance(m, bytes):
+                    raise TokenizerError(f"tokenizer.ggml.merges[{i}] is {type(m).__name__}, not a string")
+                vocab.add_merge(m, i)  # "left right"; the first rank of a pair stands
+            # the symbol each byte starts as (the strings of every byte-level character get an id,
+            # a vocabulary one or their own) and llama.cpp's fallback for a symbol with no token
+            syms = []
+            for ch in _BYTE_TO_CHAR:
+                c = ch.encode("utf-8")
+                j = vocab.find(c)
+                syms.append(j if j >= 0 else vocab.add(c))
+            vocab.set_bytes(syms, [_none(find(chr(c))) for c in range(128)])
             name = pre_name or "default"
             if name not in _PRE_TOKENIZERS:
                 raise TokenizerError(
@@ -425,6 +421,22 @@ class Tokenizer:
             self.add_bos = True
             self.add_eos = False
             bos, eos, unk = 1, 2, 0
+            scores = _get(meta, "tokenizer.ggml.scores", list)
+            if scores is not None and len(scores) < n:
+                raise TokenizerError(f"tokenizer.ggml.scores has {len(scores)} entries for {n} tokens")
+            import numpy as np
+
+            sc = np.asarray(scores[:n], dtype=np.float64) if scores is not None else np.zeros(n)
+            del scores
+            fallback = []
+            for c in range(256):
+                i = find(f"<0x{c:02X}>")
+                if i is None and c < 0x80:
+                    i = find(chr(c))
+                fallback.append(_none(i))
+            vocab.set_spm(sc, fallback)
+            del sc
+        vocab.shrink()
         self._ignore_merges = ignore_merges
         v = _get(meta, "tokenizer.ggml.add_space_prefix", bool)
         if v is not None:
@@ -469,7 +481,7 @@ class Tokenizer:
         def by_text(current, candidates):
             if current is not None:
                 return current
-            found = [i for i in (tok2id.get(t) for t in candidates) if i is not None]
+            found = [i for i in (find(t) for t in candidates) if i is not None]
             if not found:
                 return None
             i = min(found)
@@ -485,41 +497,42 @@ class Tokenizer:
         fim_sep = by_text(fim_sep, _FIM_SEP_TEXTS)
         eog = {i for i in (fim_pad, fim_rep, fim_sep) if i is not None}
         for t in _EOG_TEXTS:
-            i = tok2id.get(t)
+            i = find(t)
             if i is not None:
                 eog.add(i)
                 self._attr[i] |= ATTR_CONTROL
         for t in ("<|channel|>", "<|message|>", "<|start|>", "<|constrain|>"):  # gpt-oss: always rendered
-            i = tok2id.get(t)
+            i = find(t)
             if i is not None:
                 self._attr[i] = ATTR_USER_DEFINED
         eog.update(i for i in (self.eos_id, self.eot_id, self.eom_id) if i is not None)
-        eog_texts = {texts[i] for i in eog}
+        eog_texts = {self._text(i) for i in eog}
         if "<|end|>" in eog_texts and ({"<|return|>", "<|call|>"} <= eog_texts
                                        or {"<|calls|>", "<|flush|>"} <= eog_texts):
-            end = tok2id["<|end|>"]
+            end = find("<|end|>")
             eog.discard(end)
             self._attr[end] = ATTR_USER_DEFINED
         if "<|tool_response>" in eog_texts and "</s>" in eog_texts:
-            s = tok2id["</s>"]
+            s = find("</s>")
             eog.discard(s)
             self._attr[s] = ATTR_NORMAL
         self._eog = frozenset(eog)
 
         # Special tokens, longest text first (ties: lower id first), matched before tokenizing.
         self._specials = sorted((i for i in range(n) if self._attr[i] & _SPECIAL_ATTRS),
-                                key=lambda i: (-len(texts[i].encode("utf-8", "surrogateescape")), i))
+                                key=lambda i: (-len(vocab.text(i)), i))
+        self._special_text = {i: self._text(i) for i in self._specials}
         name_lc = (_get(meta, "general.name", str) or "").lower()
         if "phi-3" in name_lc or "phi3" in name_lc:
             for i in self._specials:
                 self._attr[i] |= ATTR_RSTRIP
             for t, on in (("</s>", True), ("<unk>", False), ("<s>", False), ("<|endoftext|>", False)):
-                i = tok2id.get(t)
+                i = find(t)
                 if i is not None:
                     self._attr[i] = (self._attr[i] | ATTR_RSTRIP) if on else (self._attr[i] & ~ATTR_RSTRIP)
 
         self._n = n
-        self._pieces: list[bytes | None] = [None] * n
+        self._pieces: dict[int, bytes] = {}  # the tokens decoded so far
         self._word_cache: dict[str, list[int]] = {}
         self.chat_template = _get(meta, "tokenizer.chat_template", str)
 
@@ -547,7 +560,7 @@ class Tokenizer:
     def token_text(self, token_id: int) -> str:
         """The vocabulary entry as stored in the GGUF (byte-encoded for BPE, with U+2581 for SPM)."""
         self._check_id(token_id)
-        return self._texts[token_id]
+        return self._text(int(token_id))
 
     def token_attr(self, token_id: int) -> int:
         self._check_id(token_id)
@@ -559,7 +572,13 @@ class Tokenizer:
 
     def token_id(self, text: str):
         """Id of a vocabulary entry given its stored text, or None."""
-        return self._tok2id.get(text)
+        return self._find(text) if isinstance(text, str) else None
+
+    def _find(self, text: str):
+        return self._vocab.find_token(text.encode("utf-8", "surrogateescape"))
+
+    def _text(self, i: int) -> str:
+        return self._vocab.text(i).decode("utf-8", "surrogateescape")
 
     def _check_id(self, token_id) -> None:
         if isinstance(token_id, bool) or not isinstance(token_id, int):
@@ -618,7 +637,7 @@ class Tokenizer:
     def _partition(self, text: str, parse_special: bool) -> list:
         """Cut special tokens out of the text: a list of str pieces and int ids."""
         frags: list = [text]
-        texts, attrs = self._texts, self._attr
+        texts, attrs = self._special_text, self._attr
         for sid in self._specials:
             a = attrs[sid]
             if not parse_special and a & (ATTR_CONTROL | ATTR_UNKNOWN):
@@ -659,116 +678,27 @@ class Tokenizer:
         for word in self._pre.split(text):
             ids = cache.get(word)
             if ids is None:
-                ids = self._bpe_word(_byte_encode(word))
-                if len(cache) > 200_000:
+                ids = self._bpe_word(word)
+                if len(cache) >= 1 << 14:  # a bound on its memory (~150 bytes a word)
                     cache.clear()
                 cache[word] = ids
             out.extend(ids)
 
     def _bpe_word(self, word: str) -> list[int]:
-        tok2id = self._tok2id
-        if self._ignore_merges and word in tok2id:
-            return [tok2id[word]]
-        syms = list(word)
-        n = len(syms)
-        if n > 1:
-            ranks = self._ranks
-            prev = list(range(-1, n - 1))
-            nxt = list(range(1, n + 1))
-            nxt[-1] = -1
-            heap = []
-            for i in range(n - 1):
-                r = ranks.get((syms[i], syms[i + 1]))
-                if r is not None:
-                    heap.append((r, i, i + 1, syms[i] + syms[i + 1]))
-            heapq.heapify(heap)
-            while heap:
-                _, left, right, merged = heapq.heappop(heap)
-                ls, rs = syms[left], syms[right]
-                if not ls or not rs or ls + rs != merged:
-                    continue  # stale: one side has changed since this pair was queued
-                syms[left] = merged
-                syms[right] = ""
-                nr = nxt[right]
-                nxt[left] = nr
-                if nr >= 0:
-                    prev[nr] = left
-                pl = prev[left]
-                if pl >= 0:
-                    r = ranks.get((syms[pl], merged))
-                    if r is not None:
-                        heapq.heappush(heap, (r, pl, left, syms[pl] + merged))
-                if nr >= 0:
-                    r = ranks.get((merged, syms[nr]))
-                    if r is not None:
-                        heapq.heappush(heap, (r, left, nr, merged + syms[nr]))
-        ids = []
-        for s in syms:
-            if not s:
-                continue
-            i = tok2id.get(s)
+        if self._ignore_merges:
+            i = self._vocab.find_token(_byte_encode(word).encode("utf-8"))
             if i is not None:
-                ids.append(i)
-            else:
-                # llama.cpp looks the symbol's single bytes up; only ASCII ones can exist.
-                for b in s.encode("utf-8"):
-                    j = tok2id.get(chr(b)) if b < 0x80 else None
-                    if j is not None:
-                        ids.append(j)
-        return ids
+                return [i]
+        return self._vocab.bpe(word.encode("utf-8"))
 
     # SPM ------------------------------------------------------------------
 
     def _spm(self, text: str, out: list[int]) -> None:
-        syms = list(text)
-        n = len(syms)
-        tok2id, scores = self._tok2id, self._scores
-        if n > 1:
-            prev = list(range(-1, n - 1))
-            nxt = list(range(1, n + 1))
-            nxt[-1] = -1
-            heap = []
-
-            def push(left, right):
-                merged = syms[left] + syms[right]
-                i = tok2id.get(merged)
-                if i is not None:
-                    heapq.heappush(heap, (-scores[i], left, right, merged))
-
-            for i in range(n - 1):
-                push(i, i + 1)
-            while heap:
-                _, left, right, merged = heapq.heappop(heap)
-                ls, rs = syms[left], syms[right]
-                if not ls or not rs or ls + rs != merged:
-                    continue
-                syms[left] = merged
-                syms[right] = ""
-                nr = nxt[right]
-                nxt[left] = nr
-                if nr >= 0:
-                    prev[nr] = left
-                if prev[left] >= 0:
-                    push(prev[left], left)
-                if nr >= 0:
-                    push(left, nr)
-        for s in syms:
-            if not s:
-                continue
-            i = tok2id.get(s)
-            if i is not None:
-                out.append(i)
-                continue
-            for b in s.encode("utf-8"):
-                out.append(self._spm_byte_token(b))
-
-    def _spm_byte_token(self, b: int) -> int:
-        i = self._tok2id.get(f"<0x{b:02X}>")
-        if i is None and b < 0x80:
-            i = self._tok2id.get(chr(b))
-        if i is None:
-            raise TokenizerError(f"SPM vocabulary has no byte-fallback token <0x{b:02X}> for an unknown character")
-        return i
+        try:
+            out.extend(self._vocab.spm(text.encode("utf-8")))
+        except LookupError as e:
+            raise TokenizerError(
+                f"SPM vocabulary has no byte-fallback token <0x{e.args[0]:02X}> for an unknown character") from None
 
     # -- decoding -----------------------------------------------------------
 
@@ -778,13 +708,13 @@ class Tokenizer:
         token_id = int(token_id)
         if not special and self._attr[token_id] & (ATTR_CONTROL | ATTR_UNKNOWN):
             return b""
-        p = self._pieces[token_id]
+        p = self._pieces.get(token_id)
         if p is None:
             p = self._pieces[token_id] = self._make_piece(token_id)
         return p
 
     def _make_piece(self, i: int) -> bytes:
-        a, text = self._attr[i], self._texts[i]
+        a, text = self._attr[i], self._text(i)
         if a & (ATTR_CONTROL | ATTR_UNKNOWN | ATTR_USER_DEFINED):
             return text.encode("utf-8", "surrogateescape")
         if a & ATTR_NORMAL:

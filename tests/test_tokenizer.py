@@ -367,3 +367,129 @@ def test_bytepair_vocab_unicode_classes(bytepair_base, pre):
     tok = Tokenizer.from_gguf_metadata(dict(bytepair_base, **{"tokenizer.ggml.pre": pre}))
     for text, want in zip(BYTEPAIRS["strings"], BYTEPAIRS["pre"][pre]):
         assert tok.encode(text, add_special=False) == want, f"{pre}: {text!r}"
+
+
+# --- the C merge loops against string-based references (llama.cpp's algorithm on strings) ----------
+
+
+def _ref_bpe(word_bytes: bytes, ranks: dict, tok2id: dict, chars) -> list:
+    """llama.cpp's byte-level BPE on strings: lowest rank first, ties to the left; a symbol that is not
+    a token falls back to its single ASCII bytes' tokens."""
+    import heapq
+
+    syms = [chars[b] for b in word_bytes]
+    n = len(syms)
+    nxt, prv = list(range(1, n + 1)), list(range(-1, n - 1))
+    heap = [(ranks[(syms[i], syms[i + 1])], i, i + 1, syms[i] + syms[i + 1])
+            for i in range(n - 1) if (syms[i], syms[i + 1]) in ranks]
+    heapq.heapify(heap)
+    while heap:
+        _, l, r, merged = heapq.heappop(heap)
+        if not syms[l] or not syms[r] or syms[l] + syms[r] != merged:
+            continue
+        syms[l], syms[r] = merged, ""
+        nr = nxt[r] if nxt[r] < n else -1
+        nxt[l] = nr if nr >= 0 else n
+        if nr >= 0:
+            prv[nr] = l
+        for a, b in ((prv[l], l), (l, nr)):
+            if a >= 0 and b >= 0 and (syms[a], syms[b]) in ranks:
+                heapq.heappush(heap, (ranks[(syms[a], syms[b])], a, b, syms[a] + syms[b]))
+    out = []
+    for s in syms:
+        if not s:
+            continue
+        if s in tok2id:
+            out.append(tok2id[s])
+        else:
+            out += [tok2id[chr(b)] for b in s.encode() if b < 0x80 and chr(b) in tok2id]
+    return out
+
+
+def test_bpe_irregular_merges_match_string_reference():
+    """Merges whose halves or result are not tokens, duplicate pairs (first rank stands), merges with no
+    space or an empty half, byte characters with no token: the id-based C loop gives what the
+    string-based algorithm gives, on random words."""
+    import random
+
+    rng = random.Random(7)
+    chars = _gpt2_byte_chars()
+    alpha = [chars[b] for b in b"abcde \n"] + ["\u00e9"]
+    strings = set(alpha)
+    for _ in range(300):
+        strings.add("".join(rng.choice(alpha) for _ in range(rng.randint(2, 5))))
+    strings = sorted(strings)
+    tokens = [s for s in strings if rng.random() < 0.7] + ["a", "!"]  # raw ASCII: byte fallback targets
+    tokens = list(dict.fromkeys(tokens))
+    tokens.remove(chars[ord("e")])  # a byte character with no token
+    merges = []
+    for _ in range(600):
+        s = rng.choice(strings)
+        if len(s) > 1:
+            k = rng.randint(1, len(s) - 1)
+            merges.append(s[:k] + " " + s[k:])
+    merges += ["ab", chars[ord("a")] + " ", merges[3]]  # no space, empty half, a duplicate
+    meta = {"tokenizer.ggml.model": "gpt2", "tokenizer.ggml.pre": "gpt-2", "tokenizer.ggml.tokens": tokens,
+            "tokenizer.ggml.merges": merges, "tokenizer.ggml.bos_token_id": 0, "tokenizer.ggml.eos_token_id": 0}
+    tok = Tokenizer.from_gguf_metadata(meta)
+    assert tok._vocab.count > len(tokens)  # merge strings that are not tokens got ids of their own
+    ranks = {}
+    for i, m in enumerate(merges):
+        p = m.find(" ", 1)
+        if p > 0 and p + 1 < len(m):
+            ranks.setdefault((m[:p], m[p + 1:]), i)
+    tok2id = {t: i for i, t in enumerate(tokens)}
+    for _ in range(400):
+        word = "".join(rng.choice("abcdeé") for _ in range(rng.randint(1, 70)))
+        assert tok._bpe_word(word) == _ref_bpe(word.encode(), ranks, tok2id, chars), word
+
+
+def _ref_spm(text: str, tok2id: dict, scores: list) -> list:
+    """llama.cpp's SentencePiece-style merges on strings: highest score first, ties to the left,
+    unknown characters as <0xXX> byte tokens."""
+    import heapq
+
+    syms = list(text)
+    n = len(syms)
+    nxt, prv = list(range(1, n + 1)), list(range(-1, n - 1))
+    heap = []
+
+    def push(a, b):
+        m = syms[a] + syms[b]
+        if m in tok2id:
+            heapq.heappush(heap, (-scores[tok2id[m]], a, b, m))
+
+    for i in range(n - 1):
+        push(i, i + 1)
+    while heap:
+        _, l, r, m = heapq.heappop(heap)
+        if not syms[l] or not syms[r] or syms[l] + syms[r] != m:
+            continue
+        syms[l], syms[r] = m, ""
+        nr = nxt[r] if nxt[r] < n else -1
+        nxt[l] = nr if nr >= 0 else n
+        if nr >= 0:
+            prv[nr] = l
+        if prv[l] >= 0:
+            push(prv[l], l)
+        if nr >= 0:
+            push(l, nr)
+    out = []
+    for s in syms:
+        if s:
+            out += [tok2id[s]] if s in tok2id else [tok2id[f"<0x{b:02X}>"] for b in s.encode()]
+    return out
+
+
+def test_spm_matches_string_reference(spm_tokenizers):
+    import random
+
+    tok = spm_tokenizers["base"]
+    meta = SPM["metadata"]
+    tok2id = {t: i for i, t in enumerate(meta["tokenizer.ggml.tokens"])}
+    scores = meta["tokenizer.ggml.scores"]
+    rng = random.Random(3)
+    pieces = [t for t in meta["tokenizer.ggml.tokens"] if not t.startswith("<")] + ["é", "😀", "x"]
+    for _ in range(300):
+        text = "".join(rng.choice(pieces) for _ in range(rng.randint(1, 12)))
+        assert tok._vocab.spm(text.encode()) == _ref_spm(text, tok2id, scores), text

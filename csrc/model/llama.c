@@ -59,13 +59,20 @@ struct fc_llama {
     /* activations, B = max_batch rows */
     float *x;       /* (B, dim) residual stream */
     float *xb;      /* (B, dim) normed input of the next matmul */
-    float *y;       /* (B, dim) matmul output added into x */
+    /* The rest share one buffer (act), each where nothing live is when it is written: a layer runs
+     * qkv -> att -> y, then gu -> h -> y, and y is added into x before the next matmul writes.
+     *   act: [ qkv | y | gu (one at a time, from the start) ] [ att ]  (attention half)
+     *        [                                             ] [ h ]    (FFN half)
+     * which holds 2/3 of what separate buffers took (SmolLM2 at B = 256: 6.6 -> 4.5 MB). */
+    float *act;
+    float *y;       /* (B, dim) matmul output added into x: the start of act */
     float *qkv;     /* (B, q_dim + 2*kv_dim) fused, else q (B, q_dim) | k (B, kv_dim) | v (B, kv_dim) */
     float *att;     /* (B, q_dim) attention output */
     float *gu;      /* (B, 2*hidden): fused gate|up rows, else gate (B, hidden) | up (B, hidden) */
     float *h;       /* (B, hidden) silu(gate) * up */
     float *scores;  /* (nth * ATTN_CHUNKS_PER_THREAD, n_heads / n_kv_heads, n_ctx) attention scratch per chunk */
     void *work;     /* GEMM activation scratch: max fc_gemm_w_work_bytes over the weights at B rows */
+    size_t x_bytes, act_bytes, work_bytes; /* of x (= of xb), act, work */
     size_t alloc_bytes;
     fc_llama_source src; /* weights per pass (fetch NULL: prepared at create) */
 };
@@ -97,11 +104,45 @@ static void *concat_rows(fc_llama *m, const fc_llama_tensor *t, const int64_t *r
 /* After a matrix was repacked from the file mapping (src_mapped): its pages leave this process's
  * resident set. Whole pages only; a page it shares with a neighbour is dropped too, harmlessly
  * (read-only file pages fault back in). */
-static void drop_source(const fc_llama *m, const fc_weight *w, const void *data, int64_t rows) {
-    if (!m->c.src_mapped || w->layout == 0) return;
+static void drop_pages(const fc_llama *m, const void *data, size_t bytes) {
+    if (!m->c.src_mapped) return;
     const uintptr_t pg = 4096, a = (uintptr_t)data & ~(pg - 1);
-    const uintptr_t b = ((uintptr_t)data + (uintptr_t)rows * w->row_bytes + pg - 1) & ~(pg - 1);
+    const uintptr_t b = ((uintptr_t)data + bytes + pg - 1) & ~(pg - 1);
     madvise((void *)a, b - a, MADV_DONTNEED);
+}
+
+static void drop_source(const fc_llama *m, const fc_weight *w, const void *data, int64_t rows) {
+    if (w->layout == 0) return;
+    drop_pages(m, data, (size_t)rows * w->row_bytes);
+}
+
+/* Once every matrix is prepared, drops their sources once more: reading one matrix faulted in the
+ * kernel's fault-around window (16 pages) around each page, the edges of its neighbours in the file
+ * included, which were dropped before (SmolLM2: ~2.6 MB of such edges stayed resident). Sources
+ * copied into a concatenation go too, whatever the layout. */
+static void drop_all_sources(const fc_llama *m, const fc_llama_layer_src *layers, fc_llama_tensor out) {
+    if (!m->c.src_mapped) return;
+    const int64_t dim = m->c.dim, hidden = m->c.hidden;
+    for (int l = 0; l < m->c.n_layers; l++) {
+        const fc_llama_layer_src *s = &layers[l];
+        const layer_t *L = &m->L[l];
+        const fc_llama_tensor qkv[3] = {s->wq, s->wk, s->wv};
+        const int64_t qkv_rows[3] = {m->q_dim, m->kv_dim, m->kv_dim};
+        const fc_weight *qkv_w[3] = {&L->wqkv, &L->wk, &L->wv};
+        for (int i = 0; i < 3; i++) {
+            if (L->cat_qkv) drop_pages(m, qkv[i].data, (size_t)qkv_rows[i] * fc_row_bytes(qkv[i].qtype, dim));
+            else drop_source(m, L->fused_qkv ? qkv_w[0] : qkv_w[i], qkv[i].data, qkv_rows[i]);
+        }
+        const fc_llama_tensor gu[2] = {s->w_gate, s->w_up};
+        const fc_weight *gu_w[2] = {&L->wgu, &L->wup};
+        for (int i = 0; i < 2; i++) {
+            if (L->cat_gu) drop_pages(m, gu[i].data, (size_t)hidden * fc_row_bytes(gu[i].qtype, dim));
+            else drop_source(m, L->fused_gu ? gu_w[0] : gu_w[i], gu[i].data, hidden);
+        }
+        drop_source(m, &L->wo, s->wo.data, dim);
+        drop_source(m, &L->wdown, s->w_down.data, dim);
+    }
+    drop_source(m, &m->out, out.data, m->c.n_vocab);
 }
 
 /* from_file: data points into the model file's mapping (else into memory of the engine's own) */
@@ -170,11 +211,7 @@ void fc_llama_free(fc_llama *m) {
     free(m->v_cache);
     free(m->x);
     free(m->xb);
-    free(m->y);
-    free(m->qkv);
-    free(m->att);
-    free(m->gu);
-    free(m->h);
+    free(m->act);
     free(m->scores);
     free(m->work);
     free(m);
@@ -222,6 +259,13 @@ fc_llama *fc_llama_create_src(const fc_llama_config *cfg, fc_llama_tensor token_
     if (!m->L || !m->inv_freq) goto oom;
     memcpy(m->inv_freq, inv_freq, (size_t)(hd / 2) * sizeof(float));
 
+    /* The output matrix first: its whole source is resident while it is repacked (the biggest
+     * matrix: SmolLM2's 29 MB embedding), so the load's high-water mark is that plus the copy,
+     * not that on top of every layer already packed. */
+    fc_llama_tensor o = output.data ? output : token_embd;
+    if (src && src->fetch) prepare_plain(&m->out, o.qtype, c->n_vocab, dim);
+    else if (prepare(m, &m->out, o.qtype, o.data, c->n_vocab, dim, 1)) goto oom;
+
     size_t work = 0;
     for (int l = 0; l < c->n_layers; l++) {
         const fc_llama_layer_src *s = &layers[l];
@@ -258,25 +302,32 @@ fc_llama *fc_llama_create_src(const fc_llama_config *cfg, fc_llama_tensor token_
         for (size_t i = 0; i < sizeof all / sizeof all[0]; i++)
             if (all[i]->kernel) work = max_sz(work, fc_gemm_w_work_bytes(all[i], B));
     }
-    fc_llama_tensor o = output.data ? output : token_embd;
-    if (src && src->fetch) prepare_plain(&m->out, o.qtype, c->n_vocab, dim);
-    else if (prepare(m, &m->out, o.qtype, o.data, c->n_vocab, dim, 1)) goto oom;
     work = max_sz(work, fc_gemm_w_work_bytes(&m->out, B));
+    if (!(src && src->fetch)) drop_all_sources(m, layers, o);
 
     const size_t kv = (size_t)c->n_layers * (size_t)c->n_ctx * (size_t)m->kv_dim * sizeof(float);
     m->k_cache = alloc64(m, kv);
     m->v_cache = alloc64(m, kv);
     m->x = alloc64(m, (size_t)(B * dim) * sizeof(float));
     m->xb = alloc64(m, (size_t)(B * dim) * sizeof(float));
-    m->y = alloc64(m, (size_t)(B * dim) * sizeof(float));
-    m->qkv = alloc64(m, (size_t)(B * (m->q_dim + 2 * m->kv_dim)) * sizeof(float));
-    m->att = alloc64(m, (size_t)(B * m->q_dim) * sizeof(float));
-    m->gu = alloc64(m, (size_t)(B * 2 * hidden) * sizeof(float));
-    m->h = alloc64(m, (size_t)(B * hidden) * sizeof(float));
+    {
+        const int64_t qkv_w = m->q_dim + 2 * m->kv_dim, gu_w = 2 * hidden;
+        const int64_t att_at = B * (qkv_w > dim ? qkv_w : dim), h_at = B * (gu_w > dim ? gu_w : dim);
+        const int64_t end_a = att_at + B * m->q_dim, end_b = h_at + B * hidden;
+        m->act_bytes = (size_t)(end_a > end_b ? end_a : end_b) * sizeof(float);
+        m->act = alloc64(m, m->act_bytes);
+        if (m->act) {
+            m->y = m->qkv = m->gu = m->act;
+            m->att = m->act + att_at;
+            m->h = m->act + h_at;
+        }
+    }
     m->scores = alloc64(m, (size_t)m->nth * ATTN_CHUNKS_PER_THREAD * (size_t)(c->n_heads / c->n_kv_heads) *
                                (size_t)c->n_ctx * sizeof(float));
     m->work = alloc64(m, work + FC_ALIGN);
-    if (!m->k_cache || !m->v_cache || !m->x || !m->xb || !m->y || !m->qkv || !m->att || !m->gu || !m->h ||
+    m->x_bytes = (size_t)(B * dim) * sizeof(float);
+    m->work_bytes = work + FC_ALIGN;
+    if (!m->k_cache || !m->v_cache || !m->x || !m->xb || !m->act ||
         !m->scores || !m->work)
         goto oom;
     return m;
@@ -531,6 +582,26 @@ static int block_forward(fc_llama *m, const int32_t *tokens, int nb, int pos0, f
     return 0;
 }
 
+/* Whole pages inside [p, p + bytes) leave the resident set (anonymous: they read back as zeros,
+ * which nothing relies on; the allocation's own bookkeeping lies outside). */
+static void drop_inside(void *p, size_t bytes) {
+    const uintptr_t pg = 4096, a = ((uintptr_t)p + pg - 1) & ~(pg - 1), b = ((uintptr_t)p + bytes) & ~(pg - 1);
+    if (b > a) madvise((void *)a, b - a, MADV_DONTNEED);
+}
+
+/* A step of at least this many rows hands its activation pages back when it ends: a prompt's
+ * blocks touch all max_batch rows of them (SmolLM2 at 256 rows: 6 MB), which single-token decode
+ * steps, run next and for long, would keep resident without using. Faulting them in again costs
+ * the next long step well under 1% (a few thousand page faults against a 256-row GEMM pass). */
+#define RELEASE_ROWS 32
+
+static void release_activations(fc_llama *m) {
+    drop_inside(m->x, m->x_bytes);
+    drop_inside(m->xb, m->x_bytes);
+    drop_inside(m->act, m->act_bytes);
+    drop_inside(m->work, m->work_bytes);
+}
+
 int fc_llama_forward(fc_llama *m, const int32_t *tokens, int n_tokens, int pos, float *logits, int logits_mode) {
     const int B = m->c.max_batch;
     for (int b0 = 0; b0 < n_tokens; b0 += B) {
@@ -541,6 +612,7 @@ int fc_llama_forward(fc_llama *m, const int32_t *tokens, int n_tokens, int pos, 
         int rc = block_forward(m, tokens + b0, nb, pos + b0, out, mode, NULL, NULL, 0, NULL);
         if (rc) return rc;
     }
+    if (n_tokens >= RELEASE_ROWS) release_activations(m);
     return 0;
 }
 
@@ -559,5 +631,6 @@ int fc_llama_forward_rows(fc_llama *m, const int32_t *tokens, int n, const int32
             out_row += (size_t)nb;
         }
     }
+    if (n >= RELEASE_ROWS) release_activations(m);
     return 0;
 }
