@@ -27,7 +27,7 @@
  * next blocks measured no gain (the hardware prefetchers follow 16 streams).
  *
  * Instructions: vpdpbusd zmm (u8 weight codes x s8 activations, each against 4 activation bytes
- * broadcast by its {1to16} memory operand: vnni_bcast.h), vpandd / vpandnd /
+ * broadcast by its {1to16} memory operand: x16_asm.h), vpandd / vpandnd /
  * vpsrlw / vpternlogd to split the codes, kmovq + masked vpaddb for the fifth bit of Q5_K,
  * vpsrld / vpternlogd / vpshufb to decode and pick one 6-bit scale or min per row, vpdpwssd for
  * the mins (its {1to16} form as well), vpmovsxbd for Q6_K's int8 scales, vpmovsxwd + vpsllvd for its chain starts,
@@ -86,7 +86,7 @@
 #include <immintrin.h>
 
 #include "kquant_common.h"
-#include "vnni_bcast.h"
+#include "x16_asm.h"
 
 #define AI static inline __attribute__((always_inline))
 
@@ -172,13 +172,6 @@ static void pack_x16(const int fmt, const uint8_t *src, size_t rb, int64_t rows,
             }
         }
     }
-}
-
-/* v + b in the bytes of mask k, in place: for _mm512_mask_add_epi8(v, k, v, b) GCC copies v to a
- * new register first, a uop per 64 codes spent on nothing */
-AI __m512i add_masked(__m512i v, __mmask64 k, __m512i b) {
-    __asm__("vpaddb %2, %0, %0%{%1%}" : "+v"(v) : "Yk"(k), "v"(b));
-    return v;
 }
 
 /* vpshufb controls, per dword lane: byte s of the lane to byte 0 (the rest zero), or to bytes 0
@@ -309,7 +302,7 @@ AI void tile16_q45(const int fmt, const int nr, const int stored, const k16_src 
                     v = gather4(src, blk + qs_off + 4 * (8 * c + t));
                     if (fmt == F_Q5_K && c == 0) qh[t] = gather4(src, blk + 16 + 4 * t);
                 } else {
-                    _mm_prefetch((const char *)(rp + X16_PF_BYTES + 64 * (8 * c + t)), K16_PF_HINT);
+                    PF_L2_INORDER(rp + X16_PF_BYTES + 64 * (8 * c + t));
                     v = _mm512_load_si512((const void *)(rp + 64 * (8 * c + t)));
                 }
                 __m512i lo = _mm512_and_si512(v, m4), hi;
@@ -446,9 +439,9 @@ AI void tile16_q6(const int nr, const int stored, const k16_src *src, int64_t nb
                     qc = AND_OR(lc, m4, _mm512_and_si512(_mm512_slli_epi16(hc, 4 - sh), k_30));
                     qd = AND_OR(_mm512_srli_epi16(lc, 2), k_3c, _mm512_and_si512(_mm512_slli_epi16(hc, 2 - sh), k_c0));
                 } else {
-                    _mm_prefetch((const char *)(rp + X16_PF_BYTES + 192 * p), K16_PF_HINT);
-                    _mm_prefetch((const char *)(rp + X16_PF_BYTES + 192 * p + 64), K16_PF_HINT);
-                    _mm_prefetch((const char *)(rp + X16_PF_BYTES + 192 * p + 128), K16_PF_HINT);
+                    PF_L2_INORDER(rp + X16_PF_BYTES + 192 * p);
+                    PF_L2_INORDER(rp + X16_PF_BYTES + 192 * p + 64);
+                    PF_L2_INORDER(rp + X16_PF_BYTES + 192 * p + 128);
                     const __m512i r0 = _mm512_load_si512((const void *)(rp + 192 * p));
                     const __m512i r1 = _mm512_load_si512((const void *)(rp + 192 * p + 64));
                     const __m512i r2 = _mm512_load_si512((const void *)(rp + 192 * p + 128));

@@ -11,7 +11,7 @@
  * activation bytes advances 16 rows at once, and the 16 rows' fp16 scales arrive in one 32-byte load.
  *
  * Instructions: vpdpbusd zmm (u8 weight codes x s8 activations, each against 4 activation bytes
- * broadcast by its {1to16} memory operand: vnni_bcast.h), vpandd + vpsrlw to
+ * broadcast by its {1to16} memory operand: x16_asm.h), vpandd + vpsrlw to
  * split nibbles, kmovq + masked vpaddb for the fifth bit of Q5, vcvtph2ps (16 scales), vcvtdq2ps,
  * vfmadd231ps, masked vmovups for a group's last rows.
  *
@@ -37,7 +37,7 @@
 #include <immintrin.h>
 
 #include "legacy_common.h"
-#include "vnni_bcast.h"
+#include "x16_asm.h"
 
 #define AI static inline __attribute__((always_inline))
 
@@ -190,8 +190,8 @@ AI void codes_lohi(const int fmt, const x16_src *src, const x16_blk *o, __m512i 
      * sum comes out times 16 and is scaled back exactly in hi_half) */
     *hi = is_q5(fmt) ? _mm512_and_si512(_mm512_srli_epi16(v, 4), m4) : _mm512_andnot_si512(m4, v);
     if (is_q5(fmt)) {
-        *lo = _mm512_mask_add_epi8(*lo, src_hmask(src, o, qh, t), *lo, b16);
-        *hi = _mm512_mask_add_epi8(*hi, src_hmask(src, o, qh, t + 4), *hi, b16);
+        *lo = add_masked(*lo, src_hmask(src, o, qh, t), b16);
+        *hi = add_masked(*hi, src_hmask(src, o, qh, t + 4), b16);
     }
 }
 
