@@ -88,9 +88,12 @@ typedef struct {
     /* attn_head for n_heads consecutive query heads (q, out: n_heads * head_dim) that share the
      * K/V head (grouped-query attention); scores: n_heads * n_pos scratch. Bit for bit what
      * attn_head gives per head; the SIMD levels pass over each K and V row once per group (or
-     * per few heads) instead of once per head. */
+     * per few heads) instead of once per head. lse, unless NULL, gets each head's
+     * log(sum_p e^score_p) (scores scaled): attention over parts of the positions, each
+     * normalised on its own, merges with it (the model's split decode attention). */
     void (*attn_group)(float *out, const float *q, int64_t n_heads, const float *k, const float *v,
-                       int64_t n_pos, int64_t head_dim, int64_t kv_stride, float scale, float *scores);
+                       int64_t n_pos, int64_t head_dim, int64_t kv_stride, float scale, float *scores,
+                       float *lse);
     /* Sum of n floats (a streaming read: the yardstick fc_membw times). */
     double (*sum_read)(const float *x, int64_t n);
 } fc_ops;

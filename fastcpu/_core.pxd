@@ -62,7 +62,8 @@ cdef extern from "fc_internal.h" nogil:
         void (*attn_head)(float *out, const float *q, const float *k, const float *v, int64_t n_pos,
                           int64_t head_dim, int64_t kv_stride, float scale, float *scores)
         void (*attn_group)(float *out, const float *q, int64_t n_heads, const float *k, const float *v,
-                           int64_t n_pos, int64_t head_dim, int64_t kv_stride, float scale, float *scores)
+                           int64_t n_pos, int64_t head_dim, int64_t kv_stride, float scale, float *scores,
+                           float *lse)
         double (*sum_read)(const float *x, int64_t n)
     ctypedef struct fc_qkernel:
         size_t (*act_row_bytes)(int64_t k)

@@ -333,14 +333,16 @@ def op_attn_head(int isa, float[::1] out, const float[::1] q, const float[:, ::1
 
 
 def op_attn_group(int isa, float[:, ::1] out, const float[:, ::1] q, const float[:, ::1] k,
-                  const float[:, ::1] v, float scale, float[::1] scores):
+                  const float[:, ::1] v, float scale, float[::1] scores, float[::1] lse=None):
     """q, out: (n_heads, head_dim); k, v: (n_pos, kv_stride), the shared head in the first
-    head_dim columns; scores: n_heads * n_pos."""
+    head_dim columns; scores: n_heads * n_pos; lse (optional, n_heads): each head's
+    log-sum-exp of its scaled scores."""
     cdef int64_t nh = q.shape[0], hd = q.shape[1]
     assert out.shape[0] == nh and out.shape[1] == hd and k.shape[1] >= hd and k.shape[0] == v.shape[0]
     assert k.shape[1] == v.shape[1] and scores.shape[0] >= nh * k.shape[0]
+    assert lse is None or lse.shape[0] >= nh
     _table(isa).ops.attn_group(&out[0, 0], &q[0, 0], nh, &k[0, 0], &v[0, 0], k.shape[0], hd, k.shape[1],
-                               scale, &scores[0])
+                               scale, &scores[0], NULL if lse is None else &lse[0])
 
 
 def op_sum_read(int isa, const float[::1] x):

@@ -29,6 +29,8 @@ CASES = {
     "llama_mixed_formats": ("llama", dict(mixed=True), np.float32),
     # per-frequency divisors in a rope_freqs.weight tensor (Llama 3.1 files)
     "llama_rope_freqs": ("llama", dict(freq_factors=[1.0, 1.0, 2.0, 3.5, 6.0, 8.0, 8.0, 8.0]), np.float32),
+    # contexts past the engine's split of decode attention into parts (over 512 positions)
+    "llama_long": ("llama", dict(ctx_train=2048, n_heads=6, n_kv_heads=3), np.float32),
 }
 
 MIXED = {f"blk.{i}.{n}.weight": np.float16 for i in range(2) for n in ("attn_v", "ffn_up")}
@@ -83,6 +85,21 @@ def test_decode_after_prefill(tmp_path):
     toks2[5:] = (toks2[5:] + 1) % cfg["vocab"]
     want2 = model_ref.forward(W, cfg, toks2, neox)
     _close(m.forward(toks2[5:], 5, "all"), want2[5:])
+
+
+@pytest.mark.parametrize("threads", [1, 2])
+def test_decode_split_attention(tmp_path, threads):
+    """A decode step past 512 positions runs its attention in ceil(positions / 512) equal parts
+    per KV head, merged by their log-sum-exp: its logits are the full pass's rows (1, 2 and 3
+    parts), at any thread count."""
+    m, W, cfg, neox = _build(tmp_path, "llama_long", ctx=1100, max_batch=64, threads=threads)
+    toks = np.random.default_rng(5).integers(0, cfg["vocab"], 1100)
+    want = model_ref.forward(W, cfg, toks, neox)
+    m.forward(toks[:500], 0, "none")
+    for i in range(500, 1100):
+        got = m.forward(toks[i:i + 1], i, "last")
+        if i in (500, 511, 512, 513, 700, 1023, 1024, 1025, 1099):
+            _close(got, want[i])
 
 
 def test_threads_agree(tmp_path):

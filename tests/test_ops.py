@@ -162,6 +162,34 @@ def test_attn_group_equals_attn_head(isa, n_pos, head_dim, n_heads):
         np.testing.assert_array_equal(out[h], want, err_msg=f"head {h} of {n_heads} @ {isa}")
 
 
+@pytest.mark.parametrize("n_pos", [1, 33, 1023])
+@pytest.mark.parametrize("n_heads", [1, 3, 8])
+def test_attn_group_lse(isa, n_pos, n_heads):
+    """attn_group's lse output is each head's log(sum_p e^score_p) of its scaled scores (what the
+    model's split decode attention merges parts with), and asking for it changes no output bit."""
+    head_dim = 64
+    rng = _rng("attnlse", isa, n_pos, n_heads)
+    q = rng.standard_normal((n_heads, head_dim)).astype(np.float32)
+    K = rng.standard_normal((n_pos, head_dim)).astype(np.float32) * 2
+    V = rng.standard_normal((n_pos, head_dim)).astype(np.float32)
+    scale = np.float32(1.0 / np.sqrt(head_dim))
+    out = np.full((n_heads, head_dim), np.nan, np.float32)
+    lse = np.full(n_heads, np.nan, np.float32)
+    _core.op_attn_group(_level(isa), out, q, K, V, scale, np.empty(n_heads * n_pos, np.float32), lse)
+    plain = np.full((n_heads, head_dim), np.nan, np.float32)
+    _core.op_attn_group(_level(isa), plain, q, K, V, scale, np.empty(n_heads * n_pos, np.float32))
+    np.testing.assert_array_equal(out, plain)
+    Kd = K.astype(np.float64)
+    for h in range(n_heads):
+        qd = q[h].astype(np.float64)
+        s = float(scale) * (Kd @ qd)
+        ref = s.max() + np.log(np.exp(s - s.max()).sum())
+        # the scores' float32 dot-product error, then float32 exp and the rounding of the sum
+        ds = tol.gamma(head_dim + 1) * abs(float(scale)) * (np.abs(Kd) @ np.abs(qd)) + tol.OPS_U * np.abs(s)
+        bound = ds.max() + tol.OPS_U * (abs(ref) + 2 * tol.OPS_EXP_ULP + 3) + tol.gamma(n_pos + 1)
+        assert abs(float(lse[h]) - ref) <= bound, f"lse head {h}: {lse[h]} vs {ref} (bound {bound:.3g}) @ {isa}"
+
+
 @pytest.mark.parametrize("n", SIZES + [1 << 16])
 def test_sum_read(isa, n):
     rng = _rng("sum", isa, n)

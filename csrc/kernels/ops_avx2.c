@@ -135,7 +135,8 @@ static void rope_avx2(float *x, int64_t n_heads, int64_t head_dim, int64_t pos, 
     }
 }
 
-static void softmax_avx2(float *x, int64_t n) {
+/* Returns log(sum_i e^x_i) of the input, as softmax_lse_ref */
+static double softmax_lse_avx2(float *x, int64_t n) {
     __m256 mv = _mm256_set1_ps(-INFINITY);
     int64_t i = 0;
     for (; i + L <= n; i += L) mv = _mm256_max_ps(mv, _mm256_loadu_ps(x + i));
@@ -156,9 +157,13 @@ static void softmax_avx2(float *x, int64_t n) {
         st(x + i, left, e);
         acc_pd(&s0, &s1, e);
     }
-    const __m256 inv = _mm256_set1_ps((float)(1.0 / hsum_pd(_mm256_add_pd(s0, s1))));
+    const double sum = hsum_pd(_mm256_add_pd(s0, s1));
+    const __m256 inv = _mm256_set1_ps((float)(1.0 / sum));
     for (i = 0; i < n; i += L) st(x + i, n - i, _mm256_mul_ps(ld(x + i, n - i), inv));
+    return m + log(sum);
 }
+
+static void softmax_avx2(float *x, int64_t n) { (void)softmax_lse_avx2(x, n); }
 
 static void silu_mul_avx2(float *out, const float *gate, const float *up, int64_t n) {
     for (int64_t i = 0; i < n; i += L) {
@@ -195,15 +200,16 @@ static inline void prefetch_row(const float *p, int64_t n) {
     for (int64_t i = 0; i < n; i += 64 / (int64_t)sizeof(float)) _mm_prefetch((const char *)(p + i), _MM_HINT_T0);
 }
 
-static void attn_head_avx2(float *out, const float *q, const float *k, const float *v, int64_t n_pos,
-                           int64_t head_dim, int64_t kv_stride, float scale, float *scores) {
+static void head_avx2(float *out, const float *q, const float *k, const float *v, int64_t n_pos, int64_t head_dim,
+                      int64_t kv_stride, float scale, float *scores, float *lse) {
     for (int64_t p = 0; p < n_pos && p < ATTN_PF_POS; p++) prefetch_row(k + p * kv_stride, head_dim);
     for (int64_t p = 0; p < n_pos; p++) {
         if (p + ATTN_PF_POS < n_pos) prefetch_row(k + (p + ATTN_PF_POS) * kv_stride, head_dim);
         prefetch_row(v + p * kv_stride, head_dim);
         scores[p] = dot_ps(q, k + p * kv_stride, head_dim) * scale;
     }
-    softmax_avx2(scores, n_pos);
+    const double l = softmax_lse_avx2(scores, n_pos);
+    if (lse) *lse = (float)l;
     /* 4 vectors of the output stay in registers while every position's V row passes over them */
     for (int64_t i = 0; i < head_dim; i += 4 * L) {
         const int64_t left = head_dim - i;
@@ -254,11 +260,18 @@ static double sum_read_avx2(const float *x, int64_t n) {
     return hsum_pd(_mm256_add_pd(s0, s1));
 }
 
+static void attn_head_avx2(float *out, const float *q, const float *k, const float *v, int64_t n_pos,
+                           int64_t head_dim, int64_t kv_stride, float scale, float *scores) {
+    head_avx2(out, q, k, v, n_pos, head_dim, kv_stride, scale, scores, NULL);
+}
+
 /* Grouped-query heads one after the other (the group's K/V rows stay in cache between heads). */
 static void attn_group_avx2(float *out, const float *q, int64_t n_heads, const float *k, const float *v,
-                             int64_t n_pos, int64_t head_dim, int64_t kv_stride, float scale, float *scores) {
+                             int64_t n_pos, int64_t head_dim, int64_t kv_stride, float scale, float *scores,
+                             float *lse) {
     for (int64_t h = 0; h < n_heads; h++)
-        attn_head_avx2(out + h * head_dim, q + h * head_dim, k, v, n_pos, head_dim, kv_stride, scale, scores + h * n_pos);
+        head_avx2(out + h * head_dim, q + h * head_dim, k, v, n_pos, head_dim, kv_stride, scale, scores + h * n_pos,
+                  lse ? lse + h : NULL);
 }
 
 FC_REG(ops_avx2) {

@@ -129,8 +129,10 @@ static float max_ps(const float *x, int64_t n) {
     return _mm512_reduce_max_ps(m);
 }
 
-static void softmax_avx512(float *x, int64_t n) {
-    const __m512 mx = _mm512_set1_ps(max_ps(x, n));
+/* Returns log(sum_i e^x_i) of the input, as softmax_lse_ref */
+static double softmax_lse_avx512(float *x, int64_t n) {
+    const float top = max_ps(x, n);
+    const __m512 mx = _mm512_set1_ps(top);
     __m512d s0 = _mm512_setzero_pd(), s1 = _mm512_setzero_pd();
     int64_t i = 0;
     for (; i + L <= n; i += L) {
@@ -144,13 +146,17 @@ static void softmax_avx512(float *x, int64_t n) {
         _mm512_mask_storeu_ps(x + i, m, e);
         acc_pd(&s0, &s1, e);
     }
-    const __m512 inv = _mm512_set1_ps((float)(1.0 / _mm512_reduce_add_pd(_mm512_add_pd(s0, s1))));
+    const double sum = _mm512_reduce_add_pd(_mm512_add_pd(s0, s1));
+    const __m512 inv = _mm512_set1_ps((float)(1.0 / sum));
     for (i = 0; i + L <= n; i += L) _mm512_storeu_ps(x + i, _mm512_mul_ps(_mm512_loadu_ps(x + i), inv));
     if (i < n) {
-        const __mmask16 m = tail(n - i);
-        _mm512_mask_storeu_ps(x + i, m, _mm512_mul_ps(_mm512_maskz_loadu_ps(m, x + i), inv));
+        const __mmask16 k = tail(n - i);
+        _mm512_mask_storeu_ps(x + i, k, _mm512_mul_ps(_mm512_maskz_loadu_ps(k, x + i), inv));
     }
+    return top + log(sum);
 }
+
+static void softmax_avx512(float *x, int64_t n) { (void)softmax_lse_avx512(x, n); }
 
 static inline __m512 silu_mul_v(__m512 g, __m512 u) {
     /* g / (1 + e^-g): e^-g overflows to inf for g < -89, giving -0 like the scalar twin */
@@ -263,7 +269,8 @@ static inline void prefetch_row(const float *p, int64_t n) {
 /* Grouped-query attention: each K row is read once for all the group's heads (their scores), each
  * V row once per 4 heads, where attn_head per head read both once per head. */
 static void attn_group_avx512(float *out, const float *q, int64_t n_heads, const float *k, const float *v,
-                              int64_t n_pos, int64_t head_dim, int64_t kv_stride, float scale, float *scores) {
+                              int64_t n_pos, int64_t head_dim, int64_t kv_stride, float scale, float *scores,
+                              float *lse) {
     for (int64_t p = 0; p < n_pos && p < ATTN_PF_POS; p++) prefetch_row(k + p * kv_stride, head_dim);
     for (int64_t p = 0; p < n_pos; p++) {
         const float *kp = k + p * kv_stride;
@@ -272,7 +279,10 @@ static void attn_group_avx512(float *out, const float *q, int64_t n_heads, const
         prefetch_row(v + p * kv_stride, head_dim);
         for (int64_t h = 0; h < n_heads; h++) scores[h * n_pos + p] = dot_ps(q + h * head_dim, kp, head_dim) * scale;
     }
-    for (int64_t h = 0; h < n_heads; h++) softmax_avx512(scores + h * n_pos, n_pos);
+    for (int64_t h = 0; h < n_heads; h++) {
+        const double l = softmax_lse_avx512(scores + h * n_pos, n_pos);
+        if (lse) lse[h] = (float)l;
+    }
     for (int64_t h0 = 0; h0 < n_heads; h0 += 4) {
         float *o = out + h0 * head_dim;
         const float *sc = scores + h0 * n_pos;

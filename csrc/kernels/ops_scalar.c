@@ -26,7 +26,9 @@ static void rope_ref(float *x, int64_t n_heads, int64_t head_dim, int64_t pos, c
     }
 }
 
-static void softmax_ref(float *x, int64_t n) {
+/* Returns log(sum_i e^x_i) of the input (max + log of the sum): what attention over a part of
+ * the positions needs to be merged with the other parts. */
+static double softmax_lse_ref(float *x, int64_t n) {
     float m = -INFINITY;
     for (int64_t i = 0; i < n; i++) m = x[i] > m ? x[i] : m;
     double sum = 0.0;
@@ -36,7 +38,10 @@ static void softmax_ref(float *x, int64_t n) {
     }
     const float inv = (float)(1.0 / sum);
     for (int64_t i = 0; i < n; i++) x[i] *= inv;
+    return m + log(sum);
 }
+
+static void softmax_ref(float *x, int64_t n) { (void)softmax_lse_ref(x, n); }
 
 static void silu_mul_ref(float *out, const float *gate, const float *up, int64_t n) {
     for (int64_t i = 0; i < n; i++) {
@@ -49,21 +54,27 @@ static void add_ref(float *out, const float *a, const float *b, int64_t n) {
     for (int64_t i = 0; i < n; i++) out[i] = a[i] + b[i];
 }
 
-static void attn_head_ref(float *out, const float *q, const float *k, const float *v, int64_t n_pos,
-                          int64_t head_dim, int64_t kv_stride, float scale, float *scores) {
+static void head_ref(float *out, const float *q, const float *k, const float *v, int64_t n_pos, int64_t head_dim,
+                     int64_t kv_stride, float scale, float *scores, float *lse) {
     for (int64_t p = 0; p < n_pos; p++) {
         const float *kp = k + p * kv_stride;
         float s = 0.0f;
         for (int64_t i = 0; i < head_dim; i++) s += q[i] * kp[i];
         scores[p] = s * scale;
     }
-    softmax_ref(scores, n_pos);
+    const double l = softmax_lse_ref(scores, n_pos);
+    if (lse) *lse = (float)l;
     for (int64_t i = 0; i < head_dim; i++) out[i] = 0.0f;
     for (int64_t p = 0; p < n_pos; p++) {
         const float *vp = v + p * kv_stride;
         const float s = scores[p];
         for (int64_t i = 0; i < head_dim; i++) out[i] += s * vp[i];
     }
+}
+
+static void attn_head_ref(float *out, const float *q, const float *k, const float *v, int64_t n_pos,
+                          int64_t head_dim, int64_t kv_stride, float scale, float *scores) {
+    head_ref(out, q, k, v, n_pos, head_dim, kv_stride, scale, scores, NULL);
 }
 
 /* Eight independent sums so that the add latency does not cap the read rate: this is what membw
@@ -81,9 +92,11 @@ static double sum_read_ref(const float *x, int64_t n) {
 
 /* Grouped-query heads one after the other (the specification of attn_group). */
 static void attn_group_ref(float *out, const float *q, int64_t n_heads, const float *k, const float *v,
-                             int64_t n_pos, int64_t head_dim, int64_t kv_stride, float scale, float *scores) {
+                             int64_t n_pos, int64_t head_dim, int64_t kv_stride, float scale, float *scores,
+                             float *lse) {
     for (int64_t h = 0; h < n_heads; h++)
-        attn_head_ref(out + h * head_dim, q + h * head_dim, k, v, n_pos, head_dim, kv_stride, scale, scores + h * n_pos);
+        head_ref(out + h * head_dim, q + h * head_dim, k, v, n_pos, head_dim, kv_stride, scale, scores + h * n_pos,
+                 lse ? lse + h : NULL);
 }
 
 FC_REG(ops_scalar) {

@@ -26,6 +26,12 @@
 
 /* Attention work of a block goes out in this many chunks per thread (see run_stage). */
 #define ATTN_CHUNKS_PER_THREAD 8
+/* A decode step's attention over more positions than this is done in ceil(positions / this)
+ * parts of equal length (each KV head's parts are items of their own, merged by their log-sum-exp): with
+ * one item per KV head, SmolLM2's 3 heads left one of 2 threads waiting a third of the stage,
+ * and a 16-core machine would run a 4-KV-head model's attention on 4 cores. The split depends
+ * on the position only, never on the thread count, so the logits do not either. */
+#define ATTN_SPLIT_POS 512
 
 typedef struct {
     const float *attn_norm, *ffn_norm; /* [dim] */
@@ -71,6 +77,9 @@ struct fc_llama {
     float *gu;      /* (B, 2*hidden): fused gate|up rows, else gate (B, hidden) | up (B, hidden) */
     float *h;       /* (B, hidden) silu(gate) * up */
     float *scores;  /* (nth * ATTN_CHUNKS_PER_THREAD, n_heads / n_kv_heads, n_ctx) attention scratch per chunk */
+    float *part_out; /* (n_kv_heads, max_parts, n_heads / n_kv_heads, head_dim) split attention's parts */
+    float *part_lse; /* (n_kv_heads, max_parts, n_heads / n_kv_heads) their log-sum-exp per head */
+    int max_parts;   /* ceil(n_ctx / ATTN_SPLIT_POS) */
     void *work;     /* GEMM activation scratch: max fc_gemm_w_work_bytes over the weights at B rows */
     size_t x_bytes, act_bytes, work_bytes; /* of x (= of xb), act, work */
     size_t alloc_bytes;
@@ -213,6 +222,8 @@ void fc_llama_free(fc_llama *m) {
     free(m->xb);
     free(m->act);
     free(m->scores);
+    free(m->part_out);
+    free(m->part_lse);
     free(m->work);
     free(m);
 }
@@ -324,11 +335,14 @@ fc_llama *fc_llama_create_src(const fc_llama_config *cfg, fc_llama_tensor token_
     }
     m->scores = alloc64(m, (size_t)m->nth * ATTN_CHUNKS_PER_THREAD * (size_t)(c->n_heads / c->n_kv_heads) *
                                (size_t)c->n_ctx * sizeof(float));
+    m->max_parts = (c->n_ctx + ATTN_SPLIT_POS - 1) / ATTN_SPLIT_POS;
+    m->part_out = alloc64(m, (size_t)c->n_heads * (size_t)m->max_parts * (size_t)c->head_dim * sizeof(float));
+    m->part_lse = alloc64(m, (size_t)c->n_heads * (size_t)m->max_parts * sizeof(float));
     m->work = alloc64(m, work + FC_ALIGN);
     m->x_bytes = (size_t)(B * dim) * sizeof(float);
     m->work_bytes = work + FC_ALIGN;
     if (!m->k_cache || !m->v_cache || !m->x || !m->xb || !m->act ||
-        !m->scores || !m->work)
+        !m->scores || !m->work || !m->part_out || !m->part_lse)
         goto oom;
     return m;
 oom:
@@ -379,7 +393,7 @@ typedef struct {
     int64_t g_ld;
 } block_job;
 
-enum { STAGE_QKV, STAGE_ATTN, STAGE_ADD_NORM, STAGE_SILU };
+enum { STAGE_QKV, STAGE_ATTN, STAGE_ATTN_PARTS, STAGE_ADD_NORM, STAGE_SILU };
 
 static inline int row_pos(const block_job *j, int i) { return j->rpos ? j->rpos[i] : j->pos0 + i; }
 /* first cache position of row i's sequence */
@@ -401,6 +415,8 @@ static int fetch_layer(fc_llama *m, int l) {
     for (int i = 0; i < 7; i++) w[i]->data = w[i]->src = p[i];
     return 0;
 }
+
+static int attn_parts(const block_job *j);
 
 /* Items r0, r0 + step, ... below r1 of the current stage; ith picks the thread's scratch. */
 static void rows_stage(block_job *j, int r0, int r1, int step, int ith) {
@@ -439,7 +455,24 @@ static void rows_stage(block_job *j, int r0, int r1, int step, int ith) {
             const int p = row_pos(j, i);
             const size_t base = lbase + (size_t)g * hstride + row_cache0(j, i) * (size_t)hd;
             ops->attn_group(m->att + (int64_t)i * m->q_dim + h * hd, j->q + i * j->q_ld + h * hd, group,
-                            m->k_cache + base, m->v_cache + base, p + 1, hd, hd, c->attn_scale, scores);
+                            m->k_cache + base, m->v_cache + base, p + 1, hd, hd, c->attn_scale, scores, NULL);
+        }
+        break;
+    }
+    case STAGE_ATTN_PARTS: { /* one row (decode): r0..r1 index (KV head, part) pairs */
+        const size_t hstride = (size_t)c->n_ctx * (size_t)hd;
+        const size_t lbase = (size_t)j->layer * (size_t)c->n_kv_heads * hstride;
+        const int group = c->n_heads / c->n_kv_heads, n_pos = row_pos(j, 0) + 1;
+        const int parts = attn_parts(j), len = (n_pos + parts - 1) / parts;
+        float *scores = m->scores + (size_t)ith * (size_t)group * (size_t)c->n_ctx;
+        for (int t = r0; t < r1; t += step) {
+            const int g = t / parts, part = t % parts, p0 = part * len;
+            const int np = n_pos - p0 < len ? n_pos - p0 : len;
+            const size_t base = lbase + (size_t)g * hstride + (row_cache0(j, 0) + (size_t)p0) * (size_t)hd;
+            const size_t slot = (size_t)g * (size_t)m->max_parts + (size_t)part;
+            ops->attn_group(m->part_out + slot * (size_t)group * (size_t)hd, j->q + g * group * hd, group,
+                            m->k_cache + base, m->v_cache + base, np, hd, hd, c->attn_scale, scores,
+                            m->part_lse + slot * (size_t)group);
         }
         break;
     }
@@ -457,15 +490,51 @@ static void rows_stage(block_job *j, int r0, int r1, int step, int ith) {
     }
 }
 
+static int attn_parts(const block_job *j) {
+    return (row_pos(j, 0) + 1 + ATTN_SPLIT_POS - 1) / ATTN_SPLIT_POS;
+}
+
 static int stage_items(const block_job *j) {
+    if (j->stage == STAGE_ATTN_PARTS) return j->m->c.n_kv_heads * attn_parts(j);
     return j->stage == STAGE_ATTN ? j->nb * j->m->c.n_kv_heads : j->nb;
+}
+
+/* Each head's output from its parts: sum_c e^(lse_c - top) out_c / sum_c e^(lse_c - top), every
+ * part normalised on its own (the same softmax over all positions, summed in another order). */
+static void merge_parts(fc_llama *m, int n_parts) {
+    const fc_llama_config *c = &m->c;
+    const int group = c->n_heads / c->n_kv_heads, hd = c->head_dim;
+    for (int g = 0; g < c->n_kv_heads; g++)
+        for (int h = 0; h < group; h++) {
+            const float *lse = m->part_lse + (size_t)g * (size_t)m->max_parts * (size_t)group + h;
+            float top = -INFINITY;
+            for (int p = 0; p < n_parts; p++) top = lse[(size_t)p * group] > top ? lse[(size_t)p * group] : top;
+            double wsum = 0.0;
+            float w[64];
+            float *out = m->att + (size_t)(g * group + h) * (size_t)hd;
+            memset(out, 0, (size_t)hd * sizeof(float));
+            for (int p0 = 0; p0 < n_parts; p0 += 64) {
+                const int np = n_parts - p0 < 64 ? n_parts - p0 : 64;
+                for (int p = 0; p < np; p++) {
+                    w[p] = expf(lse[(size_t)(p0 + p) * group] - top);
+                    wsum += w[p];
+                }
+                for (int p = 0; p < np; p++) {
+                    const float *o = m->part_out +
+                                     (((size_t)g * (size_t)m->max_parts + (size_t)(p0 + p)) * (size_t)group + h) * hd;
+                    for (int i = 0; i < hd; i++) out[i] += w[p] * o[i];
+                }
+            }
+            const float inv = (float)(1.0 / wsum);
+            for (int i = 0; i < hd; i++) out[i] *= inv;
+        }
 }
 
 static void stage_task(void *ctx, int ith, int nth) {
     block_job *j = ctx;
     const int n = stage_items(j);
     /* causal attention grows with the row: dealing (row, head) pairs round-robin evens it out */
-    if (j->stage == STAGE_ATTN) {
+    if (j->stage == STAGE_ATTN || j->stage == STAGE_ATTN_PARTS) {
         rows_stage(j, ith, n, nth, ith);
         return;
     }
@@ -483,7 +552,9 @@ static void run_stage(block_job *j, int stage) {
     int nth = c->threads;
     if (nth > n) nth = n;
     int64_t macs;
-    if (stage == STAGE_ATTN && j->rpos) { /* independent rows: each sees its own positions */
+    if (stage == STAGE_ATTN_PARTS)
+        macs = 2 * (int64_t)c->n_heads * c->head_dim * (row_pos(j, 0) + 1);
+    else if (stage == STAGE_ATTN && j->rpos) { /* independent rows: each sees its own positions */
         int64_t pos = 0;
         for (int i = 0; i < j->nb; i++) pos += j->rpos[i] + 1;
         macs = 2 * (int64_t)c->n_heads * c->head_dim * pos;
@@ -492,7 +563,7 @@ static void run_stage(block_job *j, int stage) {
     else
         macs = (int64_t)j->nb * (stage == STAGE_SILU ? c->hidden : c->dim + 2 * j->m->q_dim);
     if (nth <= 1 || macs < STAGE_MIN_PARALLEL_MACS) rows_stage(j, 0, n, 1, 0);
-    else if (stage == STAGE_ATTN && n >= nth * ATTN_CHUNKS_PER_THREAD)
+    else if ((stage == STAGE_ATTN || stage == STAGE_ATTN_PARTS) && n >= nth * ATTN_CHUNKS_PER_THREAD)
         /* causal rows grow with their position: many chunks, claimed as threads come free,
          * keep the threads even where two static halves would give one of them 3/4 of it */
         fc_parallel_chunks(nth, nth * ATTN_CHUNKS_PER_THREAD, stage_task, j);
@@ -540,7 +611,11 @@ static int block_forward(fc_llama *m, const int32_t *tokens, int nb, int pos0, f
                 return -1;
         }
         run_stage(&j, STAGE_QKV);
-        run_stage(&j, STAGE_ATTN);
+        if (nb == 1 && row_pos(&j, 0) + 1 > ATTN_SPLIT_POS) {
+            run_stage(&j, STAGE_ATTN_PARTS);
+            merge_parts(m, attn_parts(&j));
+        } else
+            run_stage(&j, STAGE_ATTN);
         if (fc_gemm_w(&L->wo, m->att, nb, m->y, th, m->work)) return -1;
         j.norm = L->ffn_norm;
         run_stage(&j, STAGE_ADD_NORM);
