@@ -222,35 +222,39 @@ int fc_vocab_set_spm(fc_vocab *v, const double *scores, const int32_t byte_id[25
     return 0;
 }
 
-/* ---- merge queues: binary min-heaps under a "comes first" order ---- */
+/* ---- merge queue: a binary min-heap of candidate pairs, the smallest key first, ties to the
+ * leftmost pair (byte-level BPE: key = merge rank; SentencePiece-style: key = -score, so the
+ * highest score first) ---- */
 
 typedef struct {
-    int32_t rank, left, right, a, b;
-} bpe_item;
+    double key;
+    int32_t left, right; /* the pair's symbols */
+    int32_t a, b;        /* BPE: their ids when queued; SPM: a = the merged byte length */
+} pair_item;
 
-static inline int bpe_first(const bpe_item *x, const bpe_item *y) {
-    return x->rank < y->rank || (x->rank == y->rank && x->left < y->left);
+static inline int comes_first(const pair_item *x, const pair_item *y) {
+    return x->key < y->key || (x->key == y->key && x->left < y->left);
 }
 
-static void bpe_push(bpe_item *h, int *n, bpe_item it) {
+static void heap_push(pair_item *h, int *n, pair_item it) {
     int i = (*n)++;
     while (i > 0) {
         const int p = (i - 1) / 2;
-        if (!bpe_first(&it, &h[p])) break;
+        if (!comes_first(&it, &h[p])) break;
         h[i] = h[p];
         i = p;
     }
     h[i] = it;
 }
 
-static bpe_item bpe_pop(bpe_item *h, int *n) {
-    const bpe_item top = h[0], last = h[--(*n)];
+static pair_item heap_pop(pair_item *h, int *n) {
+    const pair_item top = h[0], last = h[--(*n)];
     int i = 0;
     for (;;) {
         int c = 2 * i + 1;
         if (c >= *n) break;
-        if (c + 1 < *n && bpe_first(&h[c + 1], &h[c])) c++;
-        if (!bpe_first(&h[c], &last)) break;
+        if (c + 1 < *n && comes_first(&h[c + 1], &h[c])) c++;
+        if (!comes_first(&h[c], &last)) break;
         h[i] = h[c];
         i = c;
     }
@@ -258,9 +262,9 @@ static bpe_item bpe_pop(bpe_item *h, int *n) {
     return top;
 }
 
-static inline void bpe_try(const fc_vocab *v, bpe_item *h, int *nh, const int32_t *sym, int left, int right) {
+static inline void bpe_try(const fc_vocab *v, pair_item *h, int *nh, const int32_t *sym, int left, int right) {
     const merge_slot *e = find_merge(v, sym[left], sym[right]);
-    if (e) bpe_push(h, nh, (bpe_item){e->rank, left, right, sym[left], sym[right]});
+    if (e) heap_push(h, nh, (pair_item){e->rank, left, right, sym[left], sym[right]});
 }
 
 int64_t fc_vocab_bpe(const fc_vocab *v, const uint8_t *word, size_t len, int32_t *out) {
@@ -271,9 +275,9 @@ int64_t fc_vocab_bpe(const fc_vocab *v, const uint8_t *word, size_t len, int32_t
      * (n - 1 at the start, at most two per merge) */
     enum { SMALL = 48 };
     int32_t small_s[3 * SMALL];
-    bpe_item small_h[3 * SMALL];
+    pair_item small_h[3 * SMALL];
     int32_t *s3 = small_s;
-    bpe_item *heap = small_h;
+    pair_item *heap = small_h;
     if (n > SMALL) {
         s3 = malloc((size_t)n * 3 * sizeof *s3);
         heap = malloc((size_t)n * 3 * sizeof *heap);
@@ -292,7 +296,7 @@ int64_t fc_vocab_bpe(const fc_vocab *v, const uint8_t *word, size_t len, int32_t
     int nh = 0;
     for (int i = 0; i + 1 < n; i++) bpe_try(v, heap, &nh, sym, i, i + 1);
     while (nh) {
-        const bpe_item it = bpe_pop(heap, &nh);
+        const pair_item it = heap_pop(heap, &nh);
         if (sym[it.left] != it.a || sym[it.right] != it.b) continue; /* a side merged since */
         const merge_slot *e = find_merge(v, it.a, it.b);
         sym[it.left] = e->res;
@@ -325,47 +329,12 @@ int64_t fc_vocab_bpe(const fc_vocab *v, const uint8_t *word, size_t len, int32_t
     return k;
 }
 
-typedef struct {
-    double score;
-    int32_t left, right, size;
-} spm_item;
-
-static inline int spm_first(const spm_item *x, const spm_item *y) {
-    return x->score > y->score || (x->score == y->score && x->left < y->left);
-}
-
-static void spm_push(spm_item *h, int *n, spm_item it) {
-    int i = (*n)++;
-    while (i > 0) {
-        const int p = (i - 1) / 2;
-        if (!spm_first(&it, &h[p])) break;
-        h[i] = h[p];
-        i = p;
-    }
-    h[i] = it;
-}
-
-static spm_item spm_pop(spm_item *h, int *n) {
-    const spm_item top = h[0], last = h[--(*n)];
-    int i = 0;
-    for (;;) {
-        int c = 2 * i + 1;
-        if (c >= *n) break;
-        if (c + 1 < *n && spm_first(&h[c + 1], &h[c])) c++;
-        if (!spm_first(&h[c], &last)) break;
-        h[i] = h[c];
-        i = c;
-    }
-    h[i] = last;
-    return top;
-}
-
 int64_t fc_vocab_spm(const fc_vocab *v, const uint8_t *text, size_t len, int32_t *out) {
     if (len == 0) return 0;
     if (len > (size_t)INT32_MAX / 4) return -1;
     /* symbols: one per UTF-8 character: start, byte length (0 once merged away), prev, next */
     int32_t *s4 = malloc(len * 4 * sizeof *s4);
-    spm_item *heap = malloc(len * 3 * sizeof *heap);
+    pair_item *heap = malloc(len * 3 * sizeof *heap);
     if (!s4 || !heap) {
         free(s4);
         free(heap);
@@ -389,13 +358,13 @@ int64_t fc_vocab_spm(const fc_vocab *v, const uint8_t *text, size_t len, int32_t
     do {                                                                                                \
         const int32_t sz_ = slen[l] + slen[r];                                                          \
         const int64_t id_ = fc_vocab_find(v, (const char *)text + start[l], (size_t)sz_);                \
-        if (id_ >= 0 && id_ < v->n_vocab) spm_push(heap, &nh, (spm_item){v->scores[id_], (l), (r), sz_}); \
+        if (id_ >= 0 && id_ < v->n_vocab) heap_push(heap, &nh, (pair_item){-v->scores[id_], (l), (r), sz_, 0}); \
     } while (0)
     for (int i = 0; i + 1 < n; i++) SPM_TRY(i, i + 1);
     while (nh) {
-        const spm_item it = spm_pop(heap, &nh);
+        const pair_item it = heap_pop(heap, &nh);
         const int l = it.left, r = it.right;
-        if (slen[l] == 0 || slen[r] == 0 || slen[l] + slen[r] != it.size) continue;
+        if (slen[l] == 0 || slen[r] == 0 || slen[l] + slen[r] != it.a) continue;
         slen[l] += slen[r];
         slen[r] = 0;
         const int nr = next[r];
