@@ -386,6 +386,7 @@ typedef struct {
     const int32_t *rpos, *rseq; /* independent rows (fc_llama_forward_rows): position, sequence */
     int seq_ctx;
     int stage;
+    int parts;    /* STAGE_ATTN: parts of each (row, KV head)'s positions (1 unless a long decode step) */
     const float *norm; /* STAGE_ADD_NORM: weights of the norm that follows the add */
     float *q, *k, *v;  /* row 0 of q, k, v in the projection buffer */
     int64_t q_ld, k_ld, v_ld;
@@ -393,7 +394,7 @@ typedef struct {
     int64_t g_ld;
 } block_job;
 
-enum { STAGE_QKV, STAGE_ATTN, STAGE_ATTN_PARTS, STAGE_ADD_NORM, STAGE_SILU };
+enum { STAGE_QKV, STAGE_ATTN, STAGE_ADD_NORM, STAGE_SILU };
 
 static inline int row_pos(const block_job *j, int i) { return j->rpos ? j->rpos[i] : j->pos0 + i; }
 /* first cache position of row i's sequence */
@@ -415,8 +416,6 @@ static int fetch_layer(fc_llama *m, int l) {
     for (int i = 0; i < 7; i++) w[i]->data = w[i]->src = p[i];
     return 0;
 }
-
-static int attn_parts(const block_job *j);
 
 /* Items r0, r0 + step, ... below r1 of the current stage; ith picks the thread's scratch. */
 static void rows_stage(block_job *j, int r0, int r1, int step, int ith) {
@@ -445,34 +444,24 @@ static void rows_stage(block_job *j, int r0, int r1, int step, int ith) {
         }
         break;
     }
-    case STAGE_ATTN: { /* r0..r1 index (row, KV head) pairs: a query group reads its K/V once */
+    case STAGE_ATTN: { /* r0..r1 index (row, KV head, part) triples: a query group reads its K/V once */
         const size_t hstride = (size_t)c->n_ctx * (size_t)hd;
         const size_t lbase = (size_t)j->layer * (size_t)c->n_kv_heads * hstride;
-        const int group = c->n_heads / c->n_kv_heads;
+        const int group = c->n_heads / c->n_kv_heads, parts = j->parts;
         float *scores = m->scores + (size_t)ith * (size_t)group * (size_t)c->n_ctx;
         for (int t = r0; t < r1; t += step) {
-            const int i = t / c->n_kv_heads, g = t % c->n_kv_heads, h = g * group;
-            const int p = row_pos(j, i);
-            const size_t base = lbase + (size_t)g * hstride + row_cache0(j, i) * (size_t)hd;
-            ops->attn_group(m->att + (int64_t)i * m->q_dim + h * hd, j->q + i * j->q_ld + h * hd, group,
-                            m->k_cache + base, m->v_cache + base, p + 1, hd, hd, c->attn_scale, scores, NULL);
-        }
-        break;
-    }
-    case STAGE_ATTN_PARTS: { /* one row (decode): r0..r1 index (KV head, part) pairs */
-        const size_t hstride = (size_t)c->n_ctx * (size_t)hd;
-        const size_t lbase = (size_t)j->layer * (size_t)c->n_kv_heads * hstride;
-        const int group = c->n_heads / c->n_kv_heads, n_pos = row_pos(j, 0) + 1;
-        const int parts = attn_parts(j), len = (n_pos + parts - 1) / parts;
-        float *scores = m->scores + (size_t)ith * (size_t)group * (size_t)c->n_ctx;
-        for (int t = r0; t < r1; t += step) {
-            const int g = t / parts, part = t % parts, p0 = part * len;
-            const int np = n_pos - p0 < len ? n_pos - p0 : len;
-            const size_t base = lbase + (size_t)g * hstride + (row_cache0(j, 0) + (size_t)p0) * (size_t)hd;
-            const size_t slot = (size_t)g * (size_t)m->max_parts + (size_t)part;
-            ops->attn_group(m->part_out + slot * (size_t)group * (size_t)hd, j->q + g * group * hd, group,
-                            m->k_cache + base, m->v_cache + base, np, hd, hd, c->attn_scale, scores,
-                            m->part_lse + slot * (size_t)group);
+            const int i = t / (c->n_kv_heads * parts), g = t / parts % c->n_kv_heads, part = t % parts;
+            const int h = g * group, n_pos = row_pos(j, i) + 1, len = (n_pos + parts - 1) / parts;
+            const int p0 = part * len, np = n_pos - p0 < len ? n_pos - p0 : len;
+            const size_t base = lbase + (size_t)g * hstride + (row_cache0(j, i) + (size_t)p0) * (size_t)hd;
+            float *out = m->att + (int64_t)i * m->q_dim + h * hd, *lse = NULL;
+            if (parts > 1) { /* one row: its parts go aside, merge_parts sums them */
+                const size_t slot = (size_t)g * (size_t)m->max_parts + (size_t)part;
+                out = m->part_out + slot * (size_t)group * (size_t)hd;
+                lse = m->part_lse + slot * (size_t)group;
+            }
+            ops->attn_group(out, j->q + i * j->q_ld + h * hd, group, m->k_cache + base, m->v_cache + base, np, hd,
+                            hd, c->attn_scale, scores, lse);
         }
         break;
     }
@@ -490,13 +479,8 @@ static void rows_stage(block_job *j, int r0, int r1, int step, int ith) {
     }
 }
 
-static int attn_parts(const block_job *j) {
-    return (row_pos(j, 0) + 1 + ATTN_SPLIT_POS - 1) / ATTN_SPLIT_POS;
-}
-
 static int stage_items(const block_job *j) {
-    if (j->stage == STAGE_ATTN_PARTS) return j->m->c.n_kv_heads * attn_parts(j);
-    return j->stage == STAGE_ATTN ? j->nb * j->m->c.n_kv_heads : j->nb;
+    return j->stage == STAGE_ATTN ? j->nb * j->m->c.n_kv_heads * j->parts : j->nb;
 }
 
 /* Each head's output from its parts: sum_c e^(lse_c - top) out_c / sum_c e^(lse_c - top), every
@@ -510,20 +494,13 @@ static void merge_parts(fc_llama *m, int n_parts) {
             float top = -INFINITY;
             for (int p = 0; p < n_parts; p++) top = lse[(size_t)p * group] > top ? lse[(size_t)p * group] : top;
             double wsum = 0.0;
-            float w[64];
             float *out = m->att + (size_t)(g * group + h) * (size_t)hd;
             memset(out, 0, (size_t)hd * sizeof(float));
-            for (int p0 = 0; p0 < n_parts; p0 += 64) {
-                const int np = n_parts - p0 < 64 ? n_parts - p0 : 64;
-                for (int p = 0; p < np; p++) {
-                    w[p] = expf(lse[(size_t)(p0 + p) * group] - top);
-                    wsum += w[p];
-                }
-                for (int p = 0; p < np; p++) {
-                    const float *o = m->part_out +
-                                     (((size_t)g * (size_t)m->max_parts + (size_t)(p0 + p)) * (size_t)group + h) * hd;
-                    for (int i = 0; i < hd; i++) out[i] += w[p] * o[i];
-                }
+            for (int p = 0; p < n_parts; p++) {
+                const float w = expf(lse[(size_t)p * group] - top);
+                const float *o = m->part_out + (((size_t)g * (size_t)m->max_parts + (size_t)p) * (size_t)group + h) * hd;
+                wsum += w;
+                for (int i = 0; i < hd; i++) out[i] += w * o[i];
             }
             const float inv = (float)(1.0 / wsum);
             for (int i = 0; i < hd; i++) out[i] *= inv;
@@ -534,7 +511,7 @@ static void stage_task(void *ctx, int ith, int nth) {
     block_job *j = ctx;
     const int n = stage_items(j);
     /* causal attention grows with the row: dealing (row, head) pairs round-robin evens it out */
-    if (j->stage == STAGE_ATTN || j->stage == STAGE_ATTN_PARTS) {
+    if (j->stage == STAGE_ATTN) {
         rows_stage(j, ith, n, nth, ith);
         return;
     }
@@ -552,9 +529,7 @@ static void run_stage(block_job *j, int stage) {
     int nth = c->threads;
     if (nth > n) nth = n;
     int64_t macs;
-    if (stage == STAGE_ATTN_PARTS)
-        macs = 2 * (int64_t)c->n_heads * c->head_dim * (row_pos(j, 0) + 1);
-    else if (stage == STAGE_ATTN && j->rpos) { /* independent rows: each sees its own positions */
+    if (stage == STAGE_ATTN && j->rpos) { /* independent rows: each sees its own positions */
         int64_t pos = 0;
         for (int i = 0; i < j->nb; i++) pos += j->rpos[i] + 1;
         macs = 2 * (int64_t)c->n_heads * c->head_dim * pos;
@@ -563,7 +538,7 @@ static void run_stage(block_job *j, int stage) {
     else
         macs = (int64_t)j->nb * (stage == STAGE_SILU ? c->hidden : c->dim + 2 * j->m->q_dim);
     if (nth <= 1 || macs < STAGE_MIN_PARALLEL_MACS) rows_stage(j, 0, n, 1, 0);
-    else if ((stage == STAGE_ATTN || stage == STAGE_ATTN_PARTS) && n >= nth * ATTN_CHUNKS_PER_THREAD)
+    else if (stage == STAGE_ATTN && n >= nth * ATTN_CHUNKS_PER_THREAD)
         /* causal rows grow with their position: many chunks, claimed as threads come free,
          * keep the threads even where two static halves would give one of them 3/4 of it */
         fc_parallel_chunks(nth, nth * ATTN_CHUNKS_PER_THREAD, stage_task, j);
@@ -576,7 +551,8 @@ static int block_forward(fc_llama *m, const int32_t *tokens, int nb, int pos0, f
     const fc_table *tab = fc_tab();
     const int64_t dim = c->dim;
     const int th = c->threads;
-    block_job j = {.m = m, .nb = nb, .pos0 = pos0, .rpos = rpos, .rseq = rseq, .seq_ctx = seq_ctx};
+    block_job j = {.m = m, .nb = nb, .pos0 = pos0, .rpos = rpos, .rseq = rseq, .seq_ctx = seq_ctx, .parts = 1};
+    if (nb == 1 && row_pos(&j, 0) + 1 > ATTN_SPLIT_POS) j.parts = (row_pos(&j, 0) + ATTN_SPLIT_POS) / ATTN_SPLIT_POS;
     int rc;
 
     for (int i = 0; i < nb; i++) {
@@ -611,11 +587,8 @@ static int block_forward(fc_llama *m, const int32_t *tokens, int nb, int pos0, f
                 return -1;
         }
         run_stage(&j, STAGE_QKV);
-        if (nb == 1 && row_pos(&j, 0) + 1 > ATTN_SPLIT_POS) {
-            run_stage(&j, STAGE_ATTN_PARTS);
-            merge_parts(m, attn_parts(&j));
-        } else
-            run_stage(&j, STAGE_ATTN);
+        run_stage(&j, STAGE_ATTN);
+        if (j.parts > 1) merge_parts(m, j.parts);
         if (fc_gemm_w(&L->wo, m->att, nb, m->y, th, m->work)) return -1;
         j.norm = L->ffn_norm;
         run_stage(&j, STAGE_ADD_NORM);
