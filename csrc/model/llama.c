@@ -27,10 +27,11 @@
 /* Attention work of a block goes out in this many chunks per thread (see run_stage). */
 #define ATTN_CHUNKS_PER_THREAD 8
 /* A decode step's attention over more positions than this is done in ceil(positions / this)
- * parts of equal length (each KV head's parts are items of their own, merged by their log-sum-exp): with
- * one item per KV head, SmolLM2's 3 heads left one of 2 threads waiting a third of the stage,
- * and a 16-core machine would run a 4-KV-head model's attention on 4 cores. The split depends
- * on the position only, never on the thread count, so the logits do not either. */
+ * parts of equal length, at most this long, so none is empty (each KV head's parts are items of
+ * their own, merged by their log-sum-exp): with one item per KV head, SmolLM2's 3 heads left one
+ * of 2 threads waiting a third of the stage, and a 16-core machine would run a 4-KV-head model's
+ * attention on 4 cores. The split depends on the position only, never on the thread count, so the
+ * logits do not either. */
 #define ATTN_SPLIT_POS 512
 
 typedef struct {
