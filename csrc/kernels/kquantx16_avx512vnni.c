@@ -30,9 +30,9 @@
  * broadcast by its {1to16} memory operand: x16_asm.h), vpandd / vpandnd /
  * vpsrlw / vpternlogd to split the codes, kmovq + masked vpaddb for the fifth bit of Q5_K,
  * vpsrld / vpternlogd / vpshufb to decode and pick one 6-bit scale or min per row, vpdpwssd for
- * the mins (its {1to16} form as well), vpmovsxbd for Q6_K's int8 scales, vpmovsxwd + vpsllvd for its chain starts,
- * vcvtph2ps (16 fp16 scales), vcvtdq2ps, vfmadd231ps, masked vmovups for a group's last rows;
- * the twin: masked vpgatherdd, vpmovdw for d and dmin, vpslld + vpsrad for Q6_K's scales.
+ * the mins (its {1to16} form as well), vpmovsxbd for Q6_K's int8 scales, vpmovsxwd + vpsllvd
+ * for its chain starts, vcvtph2ps (16 fp16 scales), vcvtdq2ps, vfmadd231ps, masked vmovups for
+ * a group's last rows; the twin: masked vpgatherdd, vpmovdw for d and dmin, vpslld + vpsrad for Q6_K's scales.
  * Software prefetch (X16_PF_BYTES ahead into L2, one per 64-byte load as it is issued): a burst of a
  * record's 35-52 prefetches at the top of each super-block cost ~8% in L2.
  *
@@ -185,15 +185,14 @@ AI __m512i dup_ctrl(int s) {
                             _mm512_set4_epi32(12 * 0x10001, 8 * 0x10001, 4 * 0x10001, 0));
 }
 
-/* Software prefetch on the record stream, X16_PF_BYTES ahead, into L2 (T1) as in legacy x16:
+/* Software prefetch on the record stream, X16_PF_BYTES ahead, into L2 (T1) as in legacy x16 (the
+ * codes' lines through PF_L2_INORDER, x16_asm.h; the few scale lines at a super-block's top as
+ * plain _mm_prefetch: kept in order too they measured no better):
  * 2 threads, 256 MiB, paired with membw (Q4_K / Q5_K / Q6_K ratio), one quiet-ish session:
  * T0 4 KiB 0.77/0.75/0.76, T0 8 KiB 0.76/0.68/0.78, T1 4 KiB 0.81/0.77/0.83, T1 8 KiB
  * 0.91/0.74/0.83 (single runs swing by +-0.05 on this shared host). */
 #ifndef X16_PF_BYTES
 #define X16_PF_BYTES 8192
-#endif
-#ifndef K16_PF_HINT
-#define K16_PF_HINT _MM_HINT_T1
 #endif
 
 /* K ? X : Y per bit. vpternlogd overwrites its first operand: Y goes there (at every use a
@@ -255,7 +254,7 @@ AI void tile16_q45(const int fmt, const int nr, const int stored, const k16_src 
             dw = _mm512_cvtph_ps(_mm512_cvtepi32_epi16(dm));
             mw = _mm512_cvtph_ps(_mm512_cvtepi32_epi16(_mm512_srli_epi32(dm, 16)));
         } else {
-            for (size_t o = 2048; o < rec; o += 64) _mm_prefetch((const char *)(rp + X16_PF_BYTES + o), K16_PF_HINT);
+            for (size_t o = 2048; o < rec; o += 64) _mm_prefetch((const char *)(rp + X16_PF_BYTES + o), _MM_HINT_T1);
             _mm_prefetch((const char *)(ds + (b + 4) * 64), _MM_HINT_T0);
             w0 = _mm512_load_si512((const void *)(rp + sc_off[fmt]));
             w1 = _mm512_load_si512((const void *)(rp + sc_off[fmt] + 64));
@@ -397,7 +396,7 @@ AI void tile16_q6(const int nr, const int stored, const k16_src *src, int64_t nb
 #pragma GCC unroll 4
             for (int u = 0; u < 4; u++) sw[u] = gather4(src, blk + 192 + 4 * u);
         } else {
-            for (size_t o = 3072; o < rec; o += 64) _mm_prefetch((const char *)(rp + X16_PF_BYTES + o), K16_PF_HINT);
+            for (size_t o = 3072; o < rec; o += 64) _mm_prefetch((const char *)(rp + X16_PF_BYTES + o), _MM_HINT_T1);
             _mm_prefetch((const char *)(ds + (b + 8) * 32), _MM_HINT_T0);
             dw = _mm512_cvtph_ps(_mm256_load_si256((const __m256i *)(ds + b * 32)));
         }
