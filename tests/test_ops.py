@@ -143,7 +143,7 @@ def test_attn_head(isa, n_pos, head_dim):
 
 
 @pytest.mark.parametrize("n_pos", [1, 33, 1023])
-@pytest.mark.parametrize("head_dim", [3, 64, 72])
+@pytest.mark.parametrize("head_dim", [3, 64, 72, 128])  # 64 and 128 have their own inlined paths
 @pytest.mark.parametrize("n_heads", [1, 3, 4, 5, 8])
 def test_attn_group_equals_attn_head(isa, n_pos, head_dim, n_heads):
     """attn_group (a query group sharing one K/V head, each K/V row read once per group) must give
