@@ -67,13 +67,17 @@ def prompt_ids(n_vocab: int, n: int, seed: int = 0) -> np.ndarray:
     return rng.integers(min(1000, n_vocab // 2), n_vocab, size=n).astype(np.int32)
 
 
+# fastcpu's KV cache type for the speed trials (--kv-type); llama.cpp's default cache is f16
+KV_TYPE = "f32"
+
+
 class FastCPU:
     name = "fastcpu"
 
     def __init__(self, path, threads, ctx):
         from fastcpu.llm import LLM
 
-        self.llm = LLM(path, threads=threads, ctx=ctx)
+        self.llm = LLM(path, threads=threads, ctx=ctx, kv_type=KV_TYPE)
         self.eng = self.llm.model.engine
         self.n_vocab = self.llm.n_vocab
         self.out = np.empty(self.n_vocab, np.float32)
@@ -265,7 +269,11 @@ def main(argv=None) -> int:
     p.add_argument("--rss", action="store_true", help="also peak RSS per engine (fresh processes)")
     p.add_argument("--rss-only", action="store_true", help="only the peak RSS measurement")
     p.add_argument("--json", action="store_true", help="JSON only")
+    p.add_argument("--kv-type", choices=("f32", "f16"), default="f32",
+                   help="fastcpu's KV cache in the speed trials (llama.cpp's is f16; --rss children use f32)")
     args = p.parse_args(argv)
+    global KV_TYPE
+    KV_TYPE = args.kv_type
     try:
         import llama_cpp  # noqa: F401
     except ImportError as e:

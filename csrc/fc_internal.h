@@ -94,6 +94,13 @@ typedef struct {
     void (*attn_group)(float *out, const float *q, int64_t n_heads, const float *k, const float *v,
                        int64_t n_pos, int64_t head_dim, int64_t kv_stride, float scale, float *scores,
                        float *lse);
+    /* attn_group over a float16 K/V cache: bit for bit attn_group on the same rows widened to
+     * float32 (the widening is exact); kv_stride in elements. */
+    void (*attn_group_f16)(float *out, const float *q, int64_t n_heads, const uint16_t *k, const uint16_t *v,
+                           int64_t n_pos, int64_t head_dim, int64_t kv_stride, float scale, float *scores,
+                           float *lse);
+    /* out[i] = x[i] as float16, rounded to nearest even (fc_fp32_to_fp16). */
+    void (*to_f16)(uint16_t *out, const float *x, int64_t n);
     /* Sum of n floats (a streaming read: the yardstick fc_membw times). */
     double (*sum_read)(const float *x, int64_t n);
 } fc_ops;

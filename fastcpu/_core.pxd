@@ -64,6 +64,10 @@ cdef extern from "fc_internal.h" nogil:
         void (*attn_group)(float *out, const float *q, int64_t n_heads, const float *k, const float *v,
                            int64_t n_pos, int64_t head_dim, int64_t kv_stride, float scale, float *scores,
                            float *lse)
+        void (*attn_group_f16)(float *out, const float *q, int64_t n_heads, const uint16_t *k,
+                               const uint16_t *v, int64_t n_pos, int64_t head_dim, int64_t kv_stride, float scale,
+                               float *scores, float *lse)
+        void (*to_f16)(uint16_t *out, const float *x, int64_t n)
         double (*sum_read)(const float *x, int64_t n)
     ctypedef struct fc_qkernel:
         size_t (*act_row_bytes)(int64_t k)

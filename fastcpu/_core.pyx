@@ -345,5 +345,21 @@ def op_attn_group(int isa, float[:, ::1] out, const float[:, ::1] q, const float
                                scale, &scores[0], NULL if lse is None else &lse[0])
 
 
+def op_attn_group_f16(int isa, float[:, ::1] out, const float[:, ::1] q, const uint16_t[:, ::1] k,
+                      const uint16_t[:, ::1] v, float scale, float[::1] scores, float[::1] lse=None):
+    """op_attn_group over float16 K/V rows (given as their uint16 bit patterns)."""
+    cdef int64_t nh = q.shape[0], hd = q.shape[1]
+    assert out.shape[0] == nh and out.shape[1] == hd and k.shape[1] >= hd and k.shape[0] == v.shape[0]
+    assert k.shape[1] == v.shape[1] and scores.shape[0] >= nh * k.shape[0]
+    assert lse is None or lse.shape[0] >= nh
+    _table(isa).ops.attn_group_f16(&out[0, 0], &q[0, 0], nh, &k[0, 0], &v[0, 0], k.shape[0], hd, k.shape[1],
+                                   scale, &scores[0], NULL if lse is None else &lse[0])
+
+
+def op_to_f16(int isa, uint16_t[::1] out, const float[::1] x):
+    assert out.shape[0] == x.shape[0]
+    _table(isa).ops.to_f16(&out[0], &x[0], x.shape[0])
+
+
 def op_sum_read(int isa, const float[::1] x):
     return _table(isa).ops.sum_read(&x[0], x.shape[0])

@@ -41,6 +41,7 @@ cdef extern from "model/llama.h" nogil:
         int rope_neox, threads
         float rms_eps, attn_scale
         int src_mapped
+        int kv_f16
     ctypedef struct fc_llama:
         pass
     int FC_LOGITS_NONE, FC_LOGITS_LAST, FC_LOGITS_ALL
@@ -160,6 +161,10 @@ cdef class Engine:
         c.rope_neox = 1 if config.get("rope_neox") else 0
         c.src_mapped = 1 if config.get("src_mapped") and stream is None else 0
         c.rms_eps = float(config["rms_eps"])
+        kv_type = config.get("kv_type", "f32")
+        if kv_type not in ("f32", "f16"):
+            raise EngineError(f"kv_type must be 'f32' or 'f16', got {kv_type!r}")
+        c.kv_f16 = 1 if kv_type == "f16" else 0
         c.attn_scale = float(config.get("attn_scale", c.head_dim ** -0.5))
         for name, v in (("n_vocab", c.n_vocab), ("dim", c.dim), ("n_layers", c.n_layers), ("n_heads", c.n_heads),
                         ("n_kv_heads", c.n_kv_heads), ("head_dim", c.head_dim), ("hidden", c.hidden),

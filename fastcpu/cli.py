@@ -85,7 +85,7 @@ def _load_llm(args, ctx=None):
 
     try:
         return LLM(args.model, threads=args.threads, ctx=ctx if ctx is not None else args.ctx,
-                   ram_budget=getattr(args, "ram_budget", None))
+                   ram_budget=getattr(args, "ram_budget", None), kv_type=getattr(args, "kv_type", "f32"))
     except HubError as e:  # could not fetch the model: a message, not a traceback
         raise OSError(str(e)) from e
 
@@ -185,12 +185,14 @@ def run_bench(llm, n_prompt: int = 512, n_gen: int = 128, membw: bool = True) ->
     llm.reset()
     cfg = llm.config
     wbytes = int(eng.weight_bytes)
-    kv_bytes = 2 * cfg.n_layers * cfg.kv_dim * 4 * (n_prompt + n_gen / 2)
+    kv_elt = 2 if llm.model.kv_type == "f16" else 4
+    kv_bytes = 2 * cfg.n_layers * cfg.kv_dim * kv_elt * (n_prompt + n_gen / 2)
     decode = n_gen / (t3 - t2)
     r = {
         "model": os.path.basename(llm.model_path),
         "threads": eng.threads,
         "isa": kernels.isa(),
+        "kv_type": llm.model.kv_type,
         "n_prompt": n_prompt,
         "n_gen": n_gen,
         "prefill_tok_s": n_prompt / (t1 - t0),
@@ -199,7 +201,7 @@ def run_bench(llm, n_prompt: int = 512, n_gen: int = 128, membw: bool = True) ->
         "kv_bytes_per_token": int(kv_bytes),
         "decode_gbps": wbytes * decode / 1e9,
     }
-    # the KV cache a decoded token reads (keys and values of every earlier position, float32)
+    # the KV cache a decoded token reads (keys and values of every earlier position)
     r["decode_gbps_with_kv"] = (wbytes + kv_bytes) * decode / 1e9
     if membw:
         bws.append(kernels.membw(nbytes=512 << 20, threads=eng.threads, passes=5))
@@ -252,6 +254,8 @@ def add_runner_commands(sub) -> None:
         s.add_argument("-m", "--model", default=None, help="GGUF path or known model name (default model if omitted)")
         s.add_argument("--threads", type=int, default=None, help="compute threads (default: physical cores)")
         s.add_argument("--ctx", type=int, default=None, help="context positions (default: min(model, 4096))")
+        s.add_argument("--kv-type", choices=("f32", "f16"), default="f32",
+                       help="KV cache element type (f16: half the cache's memory and reads, llama.cpp's default)")
         s.add_argument("--ram-budget", default=None,
                        help="memory for weights, e.g. 4GiB: the rest streams from the file every token")
         if sampling:

@@ -77,15 +77,18 @@ class LLM:
     default model); threads: compute threads (None: physical cores); ctx: positions the KV cache
     holds (None: min(model's context, 4096)); ram_budget: bytes (or "4GiB", "512MiB", ...) of
     weights to keep in memory, the rest streamed from the file every token (fastcpu.stream);
-    stream_options: read settings for streaming (direct, readers, depth, chunk)."""
+    stream_options: read settings for streaming (direct, readers, depth, chunk); kv_type: "f32"
+    (default, exact) or "f16" (the KV cache in float16: half its memory and of the bytes a decode
+    step reads from it, as llama.cpp's default cache)."""
 
     def __init__(self, model=None, threads: int | None = None, ctx: int | None = None,
-                 max_batch: int | None = None, ram_budget=None, stream_options: dict | None = None):
+                 max_batch: int | None = None, ram_budget=None, stream_options: dict | None = None,
+                 kv_type: str = "f32"):
         from .tokenizer import Tokenizer
 
         self.model_path = _resolve_model(model)
         self.model = Model(self.model_path, ctx=ctx, threads=threads, max_batch=max_batch, ram_budget=ram_budget,
-                           stream_options=stream_options)
+                           stream_options=stream_options, kv_type=kv_type)
         self.config = self.model.config
         self.n_ctx = self.model.n_ctx
         self.n_vocab = self.model.n_vocab

@@ -212,11 +212,15 @@ def _check_kernels(f: GGUFFile, names) -> None:
                                f"(ISA level {kernels.isa()})")
 
 
+# KV cache element types: float32 (exact), float16 (half the bytes; llama.cpp's default)
+KV_TYPES = ("f32", "f16")
+
+
 class Model:
     """A GGUF model loaded into the C runner. `engine.forward(tokens, pos, logits=...)` runs a step."""
 
     def __init__(self, path, ctx: int | None = None, threads: int | None = None, max_batch: int | None = None,
-                 ram_budget=None, stream_options: dict | None = None):
+                 ram_budget=None, stream_options: dict | None = None, kv_type: str = "f32"):
         from . import _engine
 
         self.path = os.fspath(path)
@@ -237,6 +241,9 @@ class Model:
         if isinstance(max_batch, bool) or not isinstance(max_batch, (int, np.integer)) or max_batch < 1:
             raise ValueError(f"max_batch must be a positive integer, got {max_batch!r}")
         max_batch = int(min(max_batch, self.n_ctx))
+        if kv_type not in KV_TYPES:
+            raise ValueError(f"kv_type must be one of {', '.join(KV_TYPES)}, got {kv_type!r}")
+        self.kv_type = kv_type
 
         f = self.file
         if ram_budget is not None:  # streaming: touching the norms must not read the weights around them
@@ -278,7 +285,7 @@ class Model:
             "n_vocab": cfg.n_vocab, "dim": d, "n_layers": cfg.n_layers, "n_heads": cfg.n_heads,
             "n_kv_heads": cfg.n_kv_heads, "head_dim": cfg.head_dim, "hidden": h, "n_ctx": self.n_ctx,
             "max_batch": max_batch, "threads": threads, "rope_neox": cfg.rope_neox, "rms_eps": cfg.rms_eps,
-            "attn_scale": cfg.head_dim ** -0.5,
+            "attn_scale": cfg.head_dim ** -0.5, "kv_type": kv_type,
         }
         onorm = _vector(f, "output_norm.weight", d)
         # ram_budget: weights beyond it stream from the file every token (fastcpu.stream)

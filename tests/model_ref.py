@@ -114,8 +114,9 @@ def _rmsnorm(x, w, eps):
     return x / np.sqrt((x * x).mean(-1, keepdims=True) + eps) * w
 
 
-def forward(W: dict, cfg: dict, tokens, neox: bool) -> np.ndarray:
-    """Logits (n, vocab) of a causal pass over tokens from position 0, float64."""
+def forward(W: dict, cfg: dict, tokens, neox: bool, kv_f16: bool = False) -> np.ndarray:
+    """Logits (n, vocab) of a causal pass over tokens from position 0, float64. kv_f16: the keys
+    (after rope) and values are rounded to float16, as a float16 KV cache stores them."""
     eps = cfg.get("eps", 1e-5)
     H, KV, hd = cfg["n_heads"], cfg["n_kv_heads"], cfg["head_dim"]
     tokens = np.asarray(tokens)
@@ -132,6 +133,9 @@ def forward(W: dict, cfg: dict, tokens, neox: bool) -> np.ndarray:
         q = _rope(q.reshape(n, H, hd), pos, cfg, neox)
         k = _rope(k.reshape(n, KV, hd), pos, cfg, neox)
         v = v.reshape(n, KV, hd)
+        if kv_f16:
+            k = k.astype(np.float32).astype(np.float16).astype(np.float64)
+            v = v.astype(np.float32).astype(np.float16).astype(np.float64)
         att = np.empty((n, H, hd))
         for hh in range(H):
             g = hh // (H // KV)

@@ -72,6 +72,40 @@ def test_forward_matches_reference(tmp_path, isa, name):
     _close(m.forward(toks, 0, "last"), want[-1], rtol)
 
 
+@pytest.mark.parametrize("name", ["llama_f32", "qwen2_f32", "llama_partial_rope"])
+def test_kv_f16_matches_reference(tmp_path, isa, name):
+    """A float16 KV cache: the logits are the reference pass's whose keys and values are rounded
+    to float16 where the cache stores them (the attention arithmetic stays float32), within the
+    same tolerance as the float32 cache against the plain reference."""
+    m, W, cfg, neox = _build(tmp_path, name, ctx=40, max_batch=7, threads=2, kv_type="f16")
+    toks = np.random.default_rng(1).integers(0, cfg["vocab"], 23)
+    want = model_ref.forward(W, cfg, toks, neox, kv_f16=True)
+    got = m.forward(toks, 0, "all")
+    _close(got, want)
+    # the cache really is float16: a float32 cache gives other bits
+    m32 = _build(tmp_path, name, ctx=40, max_batch=7, threads=2)[0]
+    assert not np.array_equal(got, m32.forward(toks, 0, "all"))
+    # decode steps after a prefill read the rows the prefill stored
+    m.forward(toks[:15], 0, "none")
+    for i in range(15, 23):
+        _close(m.forward(toks[i:i + 1], i, "last"), want[i])
+
+
+def test_kv_f16_split_attention(tmp_path):
+    """Past 512 positions (decode attention in parts) over a float16 cache, at 2 threads."""
+    m, W, cfg, neox = _build(tmp_path, "llama_long", ctx=1100, max_batch=64, threads=2, kv_type="f16")
+    toks = np.random.default_rng(5).integers(0, cfg["vocab"], 1100)
+    want = model_ref.forward(W, cfg, toks, neox, kv_f16=True)
+    m.forward(toks[:1020], 0, "none")
+    for i in range(1020, 1030):
+        _close(m.forward(toks[i:i + 1], i, "last"), want[i])
+
+
+def test_kv_type_rejected(tmp_path):
+    with pytest.raises(ValueError, match="kv_type"):
+        _build(tmp_path, "llama_f32", ctx=8, kv_type="q8_0")
+
+
 def test_decode_after_prefill(tmp_path):
     """Prefill in blocks then one token per step: each step's logits are the full pass's rows."""
     m, W, cfg, neox = _build(tmp_path, "qwen2_f32", ctx=32, max_batch=4)

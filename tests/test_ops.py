@@ -163,6 +163,47 @@ def test_attn_group_equals_attn_head(isa, n_pos, head_dim, n_heads):
 
 
 @pytest.mark.parametrize("n_pos", [1, 33, 1023])
+@pytest.mark.parametrize("head_dim", [3, 64, 72, 128])
+@pytest.mark.parametrize("n_heads", [1, 3, 8])
+def test_attn_group_f16_equals_f32(isa, n_pos, head_dim, n_heads):
+    """attn_group over a float16 K/V cache gives exactly attn_group's bits over the same rows
+    widened to float32 (which is exact), scores and lse included; so it inherits attn_group's
+    checks against float64."""
+    rng = _rng("attnf16", isa, n_pos, head_dim, n_heads)
+    kv_stride = head_dim * 3 + 5
+    q = rng.standard_normal((n_heads, head_dim)).astype(np.float32)
+    K16 = rng.standard_normal((n_pos, kv_stride)).astype(np.float16)
+    V16 = rng.standard_normal((n_pos, kv_stride)).astype(np.float16)
+    scale = np.float32(1.0 / np.sqrt(head_dim))
+    out = np.full((n_heads, head_dim), np.nan, np.float32)
+    lse = np.full(n_heads, np.nan, np.float32)
+    sc = np.full(n_heads * n_pos, np.nan, np.float32)
+    _core.op_attn_group_f16(_level(isa), out, q, K16.view(np.uint16), V16.view(np.uint16), scale, sc, lse)
+    want = np.full((n_heads, head_dim), np.nan, np.float32)
+    want_lse = np.full(n_heads, np.nan, np.float32)
+    want_sc = np.full(n_heads * n_pos, np.nan, np.float32)
+    _core.op_attn_group(_level(isa), want, q, K16.astype(np.float32), V16.astype(np.float32), scale, want_sc, want_lse)
+    np.testing.assert_array_equal(out, want, err_msg=f"out @ {isa}")
+    np.testing.assert_array_equal(lse, want_lse, err_msg=f"lse @ {isa}")
+
+
+@pytest.mark.parametrize("n", [1, 3, 15, 16, 17, 33, 1023])
+def test_to_f16(isa, n):
+    """float32 -> float16 rounds to nearest even like numpy, across normals, subnormals, ties,
+    overflow to inf and signed zeros."""
+    rng = _rng("tof16", isa, n)
+    x = (rng.standard_normal(n) * np.exp2(rng.integers(-30, 20, n))).astype(np.float32)
+    specials = np.array([0.0, -0.0, 65504.0, 65520.0, -1e9, np.inf, -np.inf, 6e-8, 2.98e-8, 1.0009765625,
+                         1.00048828125, 3e-5], np.float32)
+    x[: min(n, len(specials))] = specials[: min(n, len(specials))]
+    out = np.zeros(n, np.uint16)
+    _core.op_to_f16(_level(isa), out, x)
+    with np.errstate(over="ignore"):  # 65520 and -1e9 overflow to inf, as they should
+        want = x.astype(np.float16).view(np.uint16)
+    np.testing.assert_array_equal(out, want, err_msg=f"to_f16 n={n} @ {isa}")
+
+
+@pytest.mark.parametrize("n_pos", [1, 33, 1023])
 @pytest.mark.parametrize("n_heads", [1, 3, 8])
 def test_attn_group_lse(isa, n_pos, n_heads):
     """attn_group's lse output is each head's log(sum_p e^score_p) of its scaled scores (what the

@@ -196,17 +196,45 @@ static inline float dot_ps(const float *a, const float *b, int64_t n) {
  * the hardware prefetchers barely follow (see ops_avx512.c). */
 #define ATTN_PF_POS 16
 
-static inline void prefetch_row(const float *p, int64_t n) {
-    for (int64_t i = 0; i < n; i += 64 / (int64_t)sizeof(float)) _mm_prefetch((const char *)(p + i), _MM_HINT_T0);
+/* The lines of n elements of 4 (f16 = 0) or 2 bytes from element i of base */
+static inline __attribute__((always_inline)) void prefetch_row(const int f16, const void *base, int64_t i, int64_t n) {
+    const int64_t es = f16 ? 2 : 4;
+    const char *p = (const char *)base + i * es;
+    for (int64_t b = 0; b < n * es; b += 64) _mm_prefetch(p + b, _MM_HINT_T0);
 }
 
-static void head_avx2(float *out, const float *q, const float *k, const float *v, int64_t n_pos, int64_t head_dim,
-                      int64_t kv_stride, float scale, float *scores, float *lse) {
-    for (int64_t p = 0; p < n_pos && p < ATTN_PF_POS; p++) prefetch_row(k + p * kv_stride, head_dim);
+/* 8 (fewer: left, the rest zero) K/V elements from element i of a float32 or float16 row, as float32
+ * (float16 widens exactly: the arithmetic after it is the float32 path's) */
+static inline __attribute__((always_inline)) __m256 kv_ld(const int f16, const void *row, int64_t i, int64_t left) {
+    if (!f16) return ld((const float *)row + i, left);
+    const uint16_t *h = (const uint16_t *)row + i;
+    if (left >= L) return _mm256_cvtph_ps(_mm_loadu_si128((const __m128i *)h));
+    uint16_t t[L] = {0};
+    memcpy(t, h, (size_t)left * sizeof *t);
+    return _mm256_cvtph_ps(_mm_loadu_si128((const __m128i *)t));
+}
+
+static inline __attribute__((always_inline)) float dot_kv(const int f16, const float *a, const void *b, int64_t n) {
+    if (!f16) return dot_ps(a, (const float *)b, n);
+    __m256 s0 = _mm256_setzero_ps(), s1 = _mm256_setzero_ps();
+    int64_t i = 0;
+    for (; i + 2 * L <= n; i += 2 * L) {
+        s0 = _mm256_fmadd_ps(_mm256_loadu_ps(a + i), kv_ld(1, b, i, L), s0);
+        s1 = _mm256_fmadd_ps(_mm256_loadu_ps(a + i + L), kv_ld(1, b, i + L, L), s1);
+    }
+    for (; i < n; i += L) s0 = _mm256_fmadd_ps(ld(a + i, n - i), kv_ld(1, b, i, n - i), s0);
+    return hsum_ps(_mm256_add_ps(s0, s1));
+}
+
+static inline __attribute__((always_inline)) void head_kv(const int f16, float *out, const float *q, const void *k,
+                                                          const void *v, int64_t n_pos, int64_t head_dim,
+                                                          int64_t kv_stride, float scale, float *scores, float *lse) {
+    const int64_t es = f16 ? 2 : 4;
+    for (int64_t p = 0; p < n_pos && p < ATTN_PF_POS; p++) prefetch_row(f16, k, p * kv_stride, head_dim);
     for (int64_t p = 0; p < n_pos; p++) {
-        if (p + ATTN_PF_POS < n_pos) prefetch_row(k + (p + ATTN_PF_POS) * kv_stride, head_dim);
-        prefetch_row(v + p * kv_stride, head_dim);
-        scores[p] = dot_ps(q, k + p * kv_stride, head_dim) * scale;
+        if (p + ATTN_PF_POS < n_pos) prefetch_row(f16, k, (p + ATTN_PF_POS) * kv_stride, head_dim);
+        prefetch_row(f16, v, p * kv_stride, head_dim);
+        scores[p] = dot_kv(f16, q, (const char *)k + p * kv_stride * es, head_dim) * scale;
     }
     const double l = softmax_lse_avx2(scores, n_pos);
     if (lse) *lse = (float)l;
@@ -216,12 +244,12 @@ static void head_avx2(float *out, const float *q, const float *k, const float *v
         if (left >= 4 * L) {
             __m256 o0 = _mm256_setzero_ps(), o1 = o0, o2 = o0, o3 = o0;
             for (int64_t p = 0; p < n_pos; p++) {
-                const float *vp = v + p * kv_stride + i;
+                const int64_t at = p * kv_stride + i;
                 const __m256 s = _mm256_set1_ps(scores[p]);
-                o0 = _mm256_fmadd_ps(s, _mm256_loadu_ps(vp), o0);
-                o1 = _mm256_fmadd_ps(s, _mm256_loadu_ps(vp + L), o1);
-                o2 = _mm256_fmadd_ps(s, _mm256_loadu_ps(vp + 2 * L), o2);
-                o3 = _mm256_fmadd_ps(s, _mm256_loadu_ps(vp + 3 * L), o3);
+                o0 = _mm256_fmadd_ps(s, kv_ld(f16, v, at, L), o0);
+                o1 = _mm256_fmadd_ps(s, kv_ld(f16, v, at + L, L), o1);
+                o2 = _mm256_fmadd_ps(s, kv_ld(f16, v, at + 2 * L, L), o2);
+                o3 = _mm256_fmadd_ps(s, kv_ld(f16, v, at + 3 * L, L), o3);
             }
             _mm256_storeu_ps(out + i, o0);
             _mm256_storeu_ps(out + i + L, o1);
@@ -231,7 +259,7 @@ static void head_avx2(float *out, const float *q, const float *k, const float *v
             for (int64_t u = 0; u < left; u += L) {
                 __m256 o = _mm256_setzero_ps();
                 for (int64_t p = 0; p < n_pos; p++)
-                    o = _mm256_fmadd_ps(_mm256_set1_ps(scores[p]), ld(v + p * kv_stride + i + u, left - u), o);
+                    o = _mm256_fmadd_ps(_mm256_set1_ps(scores[p]), kv_ld(f16, v, p * kv_stride + i + u, left - u), o);
                 st(out + i + u, left - u, o);
             }
         }
@@ -260,9 +288,30 @@ static double sum_read_avx2(const float *x, int64_t n) {
     return hsum_pd(_mm256_add_pd(s0, s1));
 }
 
+static void head_avx2(float *out, const float *q, const float *k, const float *v, int64_t n_pos, int64_t head_dim,
+                      int64_t kv_stride, float scale, float *scores, float *lse) {
+    head_kv(0, out, q, k, v, n_pos, head_dim, kv_stride, scale, scores, lse);
+}
+
 static void attn_head_avx2(float *out, const float *q, const float *k, const float *v, int64_t n_pos,
                            int64_t head_dim, int64_t kv_stride, float scale, float *scores) {
     head_avx2(out, q, k, v, n_pos, head_dim, kv_stride, scale, scores, NULL);
+}
+
+static void attn_group_f16_avx2(float *out, const float *q, int64_t n_heads, const uint16_t *k, const uint16_t *v,
+                                int64_t n_pos, int64_t head_dim, int64_t kv_stride, float scale, float *scores,
+                                float *lse) {
+    for (int64_t h = 0; h < n_heads; h++)
+        head_kv(1, out + h * head_dim, q + h * head_dim, k, v, n_pos, head_dim, kv_stride, scale, scores + h * n_pos,
+                lse ? lse + h : NULL);
+}
+
+/* float16 by vcvtps2ph, round to nearest even: fc_fp32_to_fp16's bits */
+static void to_f16_avx2(uint16_t *out, const float *x, int64_t n) {
+    int64_t i = 0;
+    for (; i + L <= n; i += L)
+        _mm_storeu_si128((__m128i *)(out + i), _mm256_cvtps_ph(_mm256_loadu_ps(x + i), _MM_FROUND_TO_NEAREST_INT));
+    for (; i < n; i++) out[i] = fc_fp32_to_fp16(x[i]);
 }
 
 /* Grouped-query heads one after the other (the group's K/V rows stay in cache between heads). */
@@ -282,5 +331,7 @@ FC_REG(ops_avx2) {
     t->ops.add = add_avx2;
     t->ops.attn_head = attn_head_avx2;
     t->ops.attn_group = attn_group_avx2;
+    t->ops.attn_group_f16 = attn_group_f16_avx2;
+    t->ops.to_f16 = to_f16_avx2;
     t->ops.sum_read = sum_read_avx2;
 }

@@ -183,19 +183,31 @@ static void add_avx512(float *out, const float *a, const float *b, int64_t n) {
     }
 }
 
-/* a . b before its horizontal sum: 16 lanes of partial sums */
-static inline __attribute__((always_inline)) __m512 dot_lanes(const float *a, const float *b, int64_t n) {
+/* 16 (masked: m) K/V elements from element i of a row of float32 (F16 = 0) or float16 (F16 = 1):
+ * float16 widens exactly, so either gives the same float32 arithmetic after it. */
+static inline __attribute__((always_inline)) __m512 kv_load(const int F16, const void *row, int64_t i, __mmask16 m) {
+    if (F16) return _mm512_cvtph_ps(_mm256_maskz_loadu_epi16(m, (const uint16_t *)row + i));
+    return _mm512_maskz_loadu_ps(m, (const float *)row + i);
+}
+
+/* a . b before its horizontal sum (b a K row of either type): 16 lanes of partial sums */
+static inline __attribute__((always_inline)) __m512 dot_lanes_kv(const int F16, const float *a, const void *b,
+                                                                 int64_t n) {
     __m512 s0 = _mm512_setzero_ps(), s1 = _mm512_setzero_ps();
     int64_t i = 0;
     for (; i + 2 * L <= n; i += 2 * L) {
-        s0 = _mm512_fmadd_ps(_mm512_loadu_ps(a + i), _mm512_loadu_ps(b + i), s0);
-        s1 = _mm512_fmadd_ps(_mm512_loadu_ps(a + i + L), _mm512_loadu_ps(b + i + L), s1);
+        s0 = _mm512_fmadd_ps(_mm512_loadu_ps(a + i), kv_load(F16, b, i, 0xffff), s0);
+        s1 = _mm512_fmadd_ps(_mm512_loadu_ps(a + i + L), kv_load(F16, b, i + L, 0xffff), s1);
     }
     for (; i < n; i += L) {
         const __mmask16 m = n - i >= L ? (__mmask16)0xffff : tail(n - i);
-        s0 = _mm512_fmadd_ps(_mm512_maskz_loadu_ps(m, a + i), _mm512_maskz_loadu_ps(m, b + i), s0);
+        s0 = _mm512_fmadd_ps(_mm512_maskz_loadu_ps(m, a + i), kv_load(F16, b, i, m), s0);
     }
     return _mm512_add_ps(s0, s1);
+}
+
+static inline __attribute__((always_inline)) __m512 dot_lanes(const float *a, const float *b, int64_t n) {
+    return dot_lanes_kv(0, a, b, n);
 }
 
 /* The horizontal sum of one vector by a fixed tree: lane i + (i + 8), then + 4, + 2, + 1 (spelt
@@ -259,9 +271,9 @@ static void attn_head_avx512(float *out, const float *q, const float *k, const f
 /* p . V for NH heads of a group: each V row is loaded once for the NH heads (4 output vectors per
  * head in registers: 16 accumulators at NH = 4); each accumulator sees the same fused
  * multiply-adds in the same order as in attn_head, so the bits are attn_head's. */
-static inline __attribute__((always_inline)) void attn_pv_heads(const int NH, float *out, const float *scores,
-                                                                int64_t n_pos, const float *v, int64_t head_dim,
-                                                                int64_t kv_stride) {
+static inline __attribute__((always_inline)) void attn_pv_heads(const int F16, const int NH, float *out,
+                                                                const float *scores, int64_t n_pos, const void *v,
+                                                                int64_t head_dim, int64_t kv_stride) {
     for (int64_t i = 0; i < head_dim; i += 4 * L) {
         __mmask16 m[4];
         for (int u = 0; u < 4; u++) {
@@ -273,9 +285,9 @@ static inline __attribute__((always_inline)) void attn_pv_heads(const int NH, fl
         for (int h = 0; h < NH; h++)
             for (int u = 0; u < 4; u++) o[h][u] = _mm512_setzero_ps();
         for (int64_t p = 0; p < n_pos; p++) {
-            const float *vp = v + p * kv_stride + i;
+            const int64_t at = p * kv_stride + i;
             __m512 vv[4];
-            for (int u = 0; u < 4; u++) vv[u] = _mm512_maskz_loadu_ps(m[u], vp + u * L);
+            for (int u = 0; u < 4; u++) vv[u] = kv_load(F16, v, at + u * L, m[u]);
 #pragma GCC unroll 4
             for (int h = 0; h < NH; h++) {
                 const __m512 s = _mm512_set1_ps(scores[h * n_pos + p]);
@@ -293,19 +305,25 @@ static inline __attribute__((always_inline)) void attn_pv_heads(const int NH, fl
  * every 16 lines), which the hardware prefetchers barely follow: without this a 1.1B decode at
  * position 512 spent ~12% of its step waiting on the cache (42.5 -> 37.9 tok/s from position 64). */
 #define ATTN_PF_POS 16
+/* float16 K rows up to this head_dim widen into a float32 block on the stack (16 rows: 16 KiB) */
+#define ATTN_WIDE_MAX 256
 
-static inline __attribute__((always_inline)) void prefetch_row(const float *p, int64_t n) {
-    for (int64_t i = 0; i < n; i += 64 / (int64_t)sizeof(float)) _mm_prefetch((const char *)(p + i), _MM_HINT_T0);
+/* The lines of n elements of 4 (F16 = 0) or 2 bytes from element i of base */
+static inline __attribute__((always_inline)) void prefetch_row(const int F16, const void *base, int64_t i, int64_t n) {
+    const int64_t es = F16 ? 2 : 4;
+    const char *p = (const char *)base + i * es;
+    for (int64_t b = 0; b < n * es; b += 64) _mm_prefetch(p + b, _MM_HINT_T0);
 }
 
 /* Grouped-query attention: each K row is read once for all the group's heads (their scores), each
  * V row once per 4 heads, where attn_head per head read both once per head. Inlined per head_dim
  * (below), so that the loops over a row unroll and a head's q stays in registers. */
-static inline __attribute__((always_inline)) void attn_group_hd(const int64_t head_dim, float *out, const float *q,
-                                                                int64_t n_heads, const float *k, const float *v,
-                                                                int64_t n_pos, int64_t kv_stride, float scale,
-                                                                float *scores, float *lse) {
-    for (int64_t p = 0; p < n_pos && p < ATTN_PF_POS; p++) prefetch_row(k + p * kv_stride, head_dim);
+static inline __attribute__((always_inline)) void attn_group_hd(const int F16, const int64_t head_dim, float *out,
+                                                                const float *q, int64_t n_heads, const void *k,
+                                                                const void *v, int64_t n_pos, int64_t kv_stride,
+                                                                float scale, float *scores, float *lse) {
+    const int64_t es = F16 ? 2 : 4;
+    for (int64_t p = 0; p < n_pos && p < ATTN_PF_POS; p++) prefetch_row(F16, k, p * kv_stride, head_dim);
     int64_t p = 0;
     /* 16 positions at a time: their K rows (4 KB at head_dim 64) stay in L1 while each head's 16
      * dot products run, and one hsum16 sums them. With the K/V rows in cache (prefill) a group of 8
@@ -313,24 +331,37 @@ static inline __attribute__((always_inline)) void attn_group_hd(const int64_t he
      * head_dim ~76. A decode step, which finds the rows in memory, is bound by their reads
      * (~10 GB/s on one core with these T0 prefetches, no better with T1 or none) either way. */
     for (; p + 16 <= n_pos; p += 16) {
-        const float *kp = k + p * kv_stride;
+        const char *kp = (const char *)k + p * kv_stride * es;
         for (int64_t i = 0; i < 16; i++) {
-            if (p + i + ATTN_PF_POS < n_pos) prefetch_row(kp + (i + ATTN_PF_POS) * kv_stride, head_dim);
+            if (p + i + ATTN_PF_POS < n_pos) prefetch_row(F16, k, (p + i + ATTN_PF_POS) * kv_stride, head_dim);
             /* V waits for the softmax: ask for it now, it is read once the scores are done */
-            prefetch_row(v + (p + i) * kv_stride, head_dim);
+            prefetch_row(F16, v, (p + i) * kv_stride, head_dim);
         }
+        /* float16 rows widen once here, not once per head (vcvtph2ps is 2 uops: per head it made
+         * the group ~1.5x slower than float32 with the rows in cache) */
+        float wide[F16 ? 16 * ATTN_WIDE_MAX : 1] __attribute__((aligned(64)));
+        const int widen = F16 && head_dim <= ATTN_WIDE_MAX;
+        if (widen)
+            for (int s = 0; s < 16; s++)
+                for (int64_t i = 0; i < head_dim; i += L) {
+                    const __mmask16 m = head_dim - i >= L ? (__mmask16)0xffff : tail(head_dim - i);
+                    _mm512_mask_storeu_ps(wide + s * head_dim + i, m, kv_load(1, kp + s * kv_stride * es, i, m));
+                }
         for (int64_t h = 0; h < n_heads; h++) {
             __m512 lanes[16];
 #pragma GCC unroll 16
-            for (int s = 0; s < 16; s++) lanes[HSUM16_SLOT(s)] = dot_lanes(q + h * head_dim, kp + s * kv_stride, head_dim);
+            for (int s = 0; s < 16; s++)
+                lanes[HSUM16_SLOT(s)] = widen ? dot_lanes_kv(0, q + h * head_dim, wide + s * head_dim, head_dim)
+                                              : dot_lanes_kv(F16, q + h * head_dim, kp + s * kv_stride * es, head_dim);
             _mm512_storeu_ps(scores + h * n_pos + p, _mm512_mul_ps(hsum16(lanes), _mm512_set1_ps(scale)));
         }
     }
     for (; p < n_pos; p++) {
-        const float *kp = k + p * kv_stride;
-        if (p + ATTN_PF_POS < n_pos) prefetch_row(kp + ATTN_PF_POS * kv_stride, head_dim);
-        prefetch_row(v + p * kv_stride, head_dim);
-        for (int64_t h = 0; h < n_heads; h++) scores[h * n_pos + p] = dot_ps(q + h * head_dim, kp, head_dim) * scale;
+        const char *kp = (const char *)k + p * kv_stride * es;
+        if (p + ATTN_PF_POS < n_pos) prefetch_row(F16, k, (p + ATTN_PF_POS) * kv_stride, head_dim);
+        prefetch_row(F16, v, p * kv_stride, head_dim);
+        for (int64_t h = 0; h < n_heads; h++)
+            scores[h * n_pos + p] = hsum_ps(dot_lanes_kv(F16, q + h * head_dim, kp, head_dim)) * scale;
     }
     for (int64_t h = 0; h < n_heads; h++) {
         const double l = softmax_lse_avx512(scores + h * n_pos, n_pos);
@@ -340,10 +371,10 @@ static inline __attribute__((always_inline)) void attn_group_hd(const int64_t he
         float *o = out + h0 * head_dim;
         const float *sc = scores + h0 * n_pos;
         switch (n_heads - h0 < 4 ? n_heads - h0 : 4) {
-        case 4: attn_pv_heads(4, o, sc, n_pos, v, head_dim, kv_stride); break;
-        case 3: attn_pv_heads(3, o, sc, n_pos, v, head_dim, kv_stride); break;
-        case 2: attn_pv_heads(2, o, sc, n_pos, v, head_dim, kv_stride); break;
-        default: attn_pv_heads(1, o, sc, n_pos, v, head_dim, kv_stride); break;
+        case 4: attn_pv_heads(F16, 4, o, sc, n_pos, v, head_dim, kv_stride); break;
+        case 3: attn_pv_heads(F16, 3, o, sc, n_pos, v, head_dim, kv_stride); break;
+        case 2: attn_pv_heads(F16, 2, o, sc, n_pos, v, head_dim, kv_stride); break;
+        default: attn_pv_heads(F16, 1, o, sc, n_pos, v, head_dim, kv_stride); break;
         }
     }
 }
@@ -351,9 +382,28 @@ static inline __attribute__((always_inline)) void attn_group_hd(const int64_t he
 static void attn_group_avx512(float *out, const float *q, int64_t n_heads, const float *k, const float *v,
                               int64_t n_pos, int64_t head_dim, int64_t kv_stride, float scale, float *scores,
                               float *lse) {
-    if (head_dim == 64) attn_group_hd(64, out, q, n_heads, k, v, n_pos, kv_stride, scale, scores, lse);
-    else if (head_dim == 128) attn_group_hd(128, out, q, n_heads, k, v, n_pos, kv_stride, scale, scores, lse);
-    else attn_group_hd(head_dim, out, q, n_heads, k, v, n_pos, kv_stride, scale, scores, lse);
+    if (head_dim == 64) attn_group_hd(0, 64, out, q, n_heads, k, v, n_pos, kv_stride, scale, scores, lse);
+    else if (head_dim == 128) attn_group_hd(0, 128, out, q, n_heads, k, v, n_pos, kv_stride, scale, scores, lse);
+    else attn_group_hd(0, head_dim, out, q, n_heads, k, v, n_pos, kv_stride, scale, scores, lse);
+}
+
+static void attn_group_f16_avx512(float *out, const float *q, int64_t n_heads, const uint16_t *k, const uint16_t *v,
+                                  int64_t n_pos, int64_t head_dim, int64_t kv_stride, float scale, float *scores,
+                                  float *lse) {
+    if (head_dim == 64) attn_group_hd(1, 64, out, q, n_heads, k, v, n_pos, kv_stride, scale, scores, lse);
+    else if (head_dim == 128) attn_group_hd(1, 128, out, q, n_heads, k, v, n_pos, kv_stride, scale, scores, lse);
+    else attn_group_hd(1, head_dim, out, q, n_heads, k, v, n_pos, kv_stride, scale, scores, lse);
+}
+
+/* float16 by vcvtps2ph, round to nearest even: fc_fp32_to_fp16's bits */
+static void to_f16_avx512(uint16_t *out, const float *x, int64_t n) {
+    int64_t i = 0;
+    for (; i + L <= n; i += L)
+        _mm256_storeu_si256((__m256i *)(out + i), _mm512_cvtps_ph(_mm512_loadu_ps(x + i), _MM_FROUND_TO_NEAREST_INT));
+    if (i < n) {
+        const __mmask16 m = tail(n - i);
+        _mm256_mask_storeu_epi16(out + i, m, _mm512_cvtps_ph(_mm512_maskz_loadu_ps(m, x + i), _MM_FROUND_TO_NEAREST_INT));
+    }
 }
 
 /* The bandwidth yardstick: 8 independent accumulators (8 cache lines in flight per iteration) so
@@ -386,5 +436,7 @@ FC_REG(ops_avx512) {
     t->ops.add = add_avx512;
     t->ops.attn_head = attn_head_avx512;
     t->ops.attn_group = attn_group_avx512;
+    t->ops.attn_group_f16 = attn_group_f16_avx512;
+    t->ops.to_f16 = to_f16_avx512;
     t->ops.sum_read = sum_read_avx512;
 }

@@ -54,22 +54,30 @@ static void add_ref(float *out, const float *a, const float *b, int64_t n) {
     for (int64_t i = 0; i < n; i++) out[i] = a[i] + b[i];
 }
 
-static void head_ref(float *out, const float *q, const float *k, const float *v, int64_t n_pos, int64_t head_dim,
-                     int64_t kv_stride, float scale, float *scores, float *lse) {
+/* Element i of a K/V cache of float32 (f16 = 0) or float16 (f16 = 1), as float32 (exact). */
+static inline float kv_at(const int f16, const void *base, int64_t i) {
+    return f16 ? fc_fp16_to_fp32(((const uint16_t *)base)[i]) : ((const float *)base)[i];
+}
+
+static inline void head_kv(const int f16, float *out, const float *q, const void *k, const void *v, int64_t n_pos,
+                           int64_t head_dim, int64_t kv_stride, float scale, float *scores, float *lse) {
     for (int64_t p = 0; p < n_pos; p++) {
-        const float *kp = k + p * kv_stride;
         float s = 0.0f;
-        for (int64_t i = 0; i < head_dim; i++) s += q[i] * kp[i];
+        for (int64_t i = 0; i < head_dim; i++) s += q[i] * kv_at(f16, k, p * kv_stride + i);
         scores[p] = s * scale;
     }
     const double l = softmax_lse_ref(scores, n_pos);
     if (lse) *lse = (float)l;
     for (int64_t i = 0; i < head_dim; i++) out[i] = 0.0f;
     for (int64_t p = 0; p < n_pos; p++) {
-        const float *vp = v + p * kv_stride;
         const float s = scores[p];
-        for (int64_t i = 0; i < head_dim; i++) out[i] += s * vp[i];
+        for (int64_t i = 0; i < head_dim; i++) out[i] += s * kv_at(f16, v, p * kv_stride + i);
     }
+}
+
+static void head_ref(float *out, const float *q, const float *k, const float *v, int64_t n_pos, int64_t head_dim,
+                     int64_t kv_stride, float scale, float *scores, float *lse) {
+    head_kv(0, out, q, k, v, n_pos, head_dim, kv_stride, scale, scores, lse);
 }
 
 static void attn_head_ref(float *out, const float *q, const float *k, const float *v, int64_t n_pos,
@@ -99,6 +107,19 @@ static void attn_group_ref(float *out, const float *q, int64_t n_heads, const fl
                  lse ? lse + h : NULL);
 }
 
+/* attn_group over a float16 cache: the same heads over the widened rows */
+static void attn_group_f16_ref(float *out, const float *q, int64_t n_heads, const uint16_t *k, const uint16_t *v,
+                               int64_t n_pos, int64_t head_dim, int64_t kv_stride, float scale, float *scores,
+                               float *lse) {
+    for (int64_t h = 0; h < n_heads; h++)
+        head_kv(1, out + h * head_dim, q + h * head_dim, k, v, n_pos, head_dim, kv_stride, scale, scores + h * n_pos,
+                lse ? lse + h : NULL);
+}
+
+static void to_f16_ref(uint16_t *out, const float *x, int64_t n) {
+    for (int64_t i = 0; i < n; i++) out[i] = fc_fp32_to_fp16(x[i]);
+}
+
 FC_REG(ops_scalar) {
     t->ops.rmsnorm = rmsnorm_ref;
     t->ops.rope = rope_ref;
@@ -107,5 +128,7 @@ FC_REG(ops_scalar) {
     t->ops.add = add_ref;
     t->ops.attn_head = attn_head_ref;
     t->ops.attn_group = attn_group_ref;
+    t->ops.attn_group_f16 = attn_group_f16_ref;
+    t->ops.to_f16 = to_f16_ref;
     t->ops.sum_read = sum_read_ref;
 }

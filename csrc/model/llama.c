@@ -61,7 +61,7 @@ struct fc_llama {
     /* KV cache: [n_layers][n_kv_heads][n_ctx][head_dim]: one KV head's rows of a layer are one
      * contiguous run, which a decode step's attention reads as one stream (position-major rows,
      * head after head 1 KB apart, left the hardware prefetchers 4 of every 16 lines to follow) */
-    float *k_cache, *v_cache;
+    void *k_cache, *v_cache; /* float32, or float16 (config kv_f16) */
 
     /* activations, B = max_batch rows */
     float *x;       /* (B, dim) residual stream */
@@ -317,7 +317,7 @@ fc_llama *fc_llama_create_src(const fc_llama_config *cfg, fc_llama_tensor token_
     work = max_sz(work, fc_gemm_w_work_bytes(&m->out, B));
     if (!(src && src->fetch)) drop_all_sources(m, layers, o);
 
-    const size_t kv = (size_t)c->n_layers * (size_t)c->n_ctx * (size_t)m->kv_dim * sizeof(float);
+    const size_t kv = (size_t)c->n_layers * (size_t)c->n_ctx * (size_t)m->kv_dim * (c->kv_f16 ? 2 : sizeof(float));
     m->k_cache = alloc64(m, kv);
     m->v_cache = alloc64(m, kv);
     m->x = alloc64(m, (size_t)(B * dim) * sizeof(float));
@@ -439,8 +439,13 @@ static void rows_stage(block_job *j, int r0, int r1, int step, int ith) {
             ops->rope(k, c->n_kv_heads, hd, p, m->inv_freq, c->rope_neox); /* k is not read again */
             for (int g = 0; g < c->n_kv_heads; g++) {
                 const size_t at = lbase + (size_t)g * hstride + cp * (size_t)hd;
-                memcpy(m->k_cache + at, k + g * hd, (size_t)hd * sizeof(float));
-                memcpy(m->v_cache + at, v + g * hd, (size_t)hd * sizeof(float));
+                if (c->kv_f16) {
+                    ops->to_f16((uint16_t *)m->k_cache + at, k + g * hd, hd);
+                    ops->to_f16((uint16_t *)m->v_cache + at, v + g * hd, hd);
+                } else {
+                    memcpy((float *)m->k_cache + at, k + g * hd, (size_t)hd * sizeof(float));
+                    memcpy((float *)m->v_cache + at, v + g * hd, (size_t)hd * sizeof(float));
+                }
             }
         }
         break;
@@ -461,8 +466,13 @@ static void rows_stage(block_job *j, int r0, int r1, int step, int ith) {
                 out = m->part_out + slot * (size_t)group * (size_t)hd;
                 lse = m->part_lse + slot * (size_t)group;
             }
-            ops->attn_group(out, j->q + i * j->q_ld + h * hd, group, m->k_cache + base, m->v_cache + base, np, hd,
-                            hd, c->attn_scale, scores, lse);
+            const float *qh = j->q + i * j->q_ld + h * hd;
+            if (c->kv_f16)
+                ops->attn_group_f16(out, qh, group, (const uint16_t *)m->k_cache + base,
+                                    (const uint16_t *)m->v_cache + base, np, hd, hd, c->attn_scale, scores, lse);
+            else
+                ops->attn_group(out, qh, group, (const float *)m->k_cache + base, (const float *)m->v_cache + base, np,
+                                hd, hd, c->attn_scale, scores, lse);
         }
         break;
     }

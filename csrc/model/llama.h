@@ -54,6 +54,9 @@ typedef struct {
      * fault back in from the page cache if read again), so that the file is not resident twice
      * while loading. Never set it for anonymous memory (the drop would zero it). */
     int src_mapped;
+    /* 1: the KV cache holds float16 (half the bytes a decode step reads and keeps; llama.cpp's
+     * default), rounded to nearest even as the rows are stored; attention computes in float32. */
+    int kv_f16;
 } fc_llama_config;
 
 typedef struct fc_llama fc_llama;
