@@ -148,6 +148,13 @@ def test_cli_generate_and_bench(model_path, capsys):
     r = json.loads(capsys.readouterr().out)
     for k in ("prefill_tok_s", "decode_tok_s", "bytes_per_token", "decode_gbps", "membw_gbps", "roofline_pct"):
         assert r[k] > 0, k
+    assert r["kv_type"] == "f32"
+    # a float16 KV cache: the same weight bytes, half the KV bytes
+    assert main(["bench", "-m", model_path, "--prompt", "8", "--gen", "4", "--json", "--threads", "2",
+                 "--kv-type", "f16"]) == 0
+    r16 = json.loads(capsys.readouterr().out)
+    assert r16["kv_type"] == "f16" and r16["bytes_per_token"] == r["bytes_per_token"]
+    assert r16["kv_bytes_per_token"] * 2 == r["kv_bytes_per_token"]
     assert main(["generate", "-m", model_path + ".missing", "-p", "x"]) == 1
 
 
