@@ -379,20 +379,26 @@ static inline __attribute__((always_inline)) void attn_group_hd(const int F16, c
     }
 }
 
+/* head_dim 64 and 128 (most models) get loops unrolled for their width */
+static inline __attribute__((always_inline)) void attn_group_kv(const int F16, float *out, const float *q,
+                                                                int64_t n_heads, const void *k, const void *v,
+                                                                int64_t n_pos, int64_t head_dim, int64_t kv_stride,
+                                                                float scale, float *scores, float *lse) {
+    if (head_dim == 64) attn_group_hd(F16, 64, out, q, n_heads, k, v, n_pos, kv_stride, scale, scores, lse);
+    else if (head_dim == 128) attn_group_hd(F16, 128, out, q, n_heads, k, v, n_pos, kv_stride, scale, scores, lse);
+    else attn_group_hd(F16, head_dim, out, q, n_heads, k, v, n_pos, kv_stride, scale, scores, lse);
+}
+
 static void attn_group_avx512(float *out, const float *q, int64_t n_heads, const float *k, const float *v,
                               int64_t n_pos, int64_t head_dim, int64_t kv_stride, float scale, float *scores,
                               float *lse) {
-    if (head_dim == 64) attn_group_hd(0, 64, out, q, n_heads, k, v, n_pos, kv_stride, scale, scores, lse);
-    else if (head_dim == 128) attn_group_hd(0, 128, out, q, n_heads, k, v, n_pos, kv_stride, scale, scores, lse);
-    else attn_group_hd(0, head_dim, out, q, n_heads, k, v, n_pos, kv_stride, scale, scores, lse);
+    attn_group_kv(0, out, q, n_heads, k, v, n_pos, head_dim, kv_stride, scale, scores, lse);
 }
 
 static void attn_group_f16_avx512(float *out, const float *q, int64_t n_heads, const uint16_t *k, const uint16_t *v,
                                   int64_t n_pos, int64_t head_dim, int64_t kv_stride, float scale, float *scores,
                                   float *lse) {
-    if (head_dim == 64) attn_group_hd(1, 64, out, q, n_heads, k, v, n_pos, kv_stride, scale, scores, lse);
-    else if (head_dim == 128) attn_group_hd(1, 128, out, q, n_heads, k, v, n_pos, kv_stride, scale, scores, lse);
-    else attn_group_hd(1, head_dim, out, q, n_heads, k, v, n_pos, kv_stride, scale, scores, lse);
+    attn_group_kv(1, out, q, n_heads, k, v, n_pos, head_dim, kv_stride, scale, scores, lse);
 }
 
 /* float16 by vcvtps2ph, round to nearest even: fc_fp32_to_fp16's bits */
