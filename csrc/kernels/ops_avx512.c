@@ -206,12 +206,9 @@ static inline __attribute__((always_inline)) __m512 dot_lanes_kv(const int F16, 
     return _mm512_add_ps(s0, s1);
 }
 
-static inline __attribute__((always_inline)) __m512 dot_lanes(const float *a, const float *b, int64_t n) {
-    return dot_lanes_kv(0, a, b, n);
-}
 
 /* The horizontal sum of one vector by a fixed tree: lane i + (i + 8), then + 4, + 2, + 1 (spelt
- * out rather than _mm512_reduce_add_ps, whose tree is the compiler's: hsum16 below must match it). */
+ * out rather than _mm512_reduce_add_ps, whose tree is the compiler's: hsum16 must match it). */
 static inline float hsum_ps(__m512 v) {
     const __m256 a = _mm256_add_ps(_mm512_castps512_ps256(v), _mm256_castpd_ps(_mm512_extractf64x4_pd(_mm512_castps_pd(v), 1)));
     const __m128 b = _mm_add_ps(_mm256_castps256_ps128(a), _mm256_extractf128_ps(a, 1));
@@ -219,7 +216,7 @@ static inline float hsum_ps(__m512 v) {
     return _mm_cvtss_f32(c) + _mm_cvtss_f32(_mm_movehdup_ps(c));
 }
 
-static inline float dot_ps(const float *a, const float *b, int64_t n) { return hsum_ps(dot_lanes(a, b, n)); }
+static inline float dot_ps(const float *a, const float *b, int64_t n) { return hsum_ps(dot_lanes_kv(0, a, b, n)); }
 
 /* Lane s of the result is hsum_ps(v[slot(s)]), slot(s) = 4 (s % 4) + s / 4, for 16 vectors at once:
  * the same tree of additions level by level (each shuffle pairs the lanes hsum_ps pairs), so the
