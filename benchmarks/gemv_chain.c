@@ -9,6 +9,7 @@
 #include <fcntl.h>
 #include <stdio.h>
 #include <stdlib.h>
+#include <string.h>
 #include <sys/mman.h>
 #include <sys/stat.h>
 #include <time.h>
@@ -79,7 +80,7 @@ int main(int argc, char **argv) {
             if (!cat) return 1;
             for (int s = 0; s < nseg; s++) {
                 const size_t n = fc_row_bytes(qtype, cols) * (size_t)rows[s];
-                for (size_t i = 0; i < n; i++) p[i] = ((const unsigned char *)data[s])[i];
+                memcpy(p, data[s], n);
                 p += n;
             }
             rc = fc_weight_prepare(&w[nw], qtype, cat, total, cols); /* cat stays: data must outlive w */
